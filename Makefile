@@ -1,0 +1,57 @@
+# Two entry points for a fresh clone:
+#   make run   - set up .venv (+ Debian apertium when possible) and run the workflow on the default config
+#   make test  - set up .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+CONFIG ?= config/config.yaml
+APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
+
+.PHONY: run test setup apt lint report bench-features clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is pinned first: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[workflow,dev]"
+	touch $@
+
+setup: $(VENV)/.installed apt
+
+# Debian packages for the offline MT backend; installed when we can (root or sudo), else we stop
+# with the exact command to run.
+apt:
+	@if command -v apertium >/dev/null && apertium -l 2>/dev/null | grep -q 'es-fr' && apertium -l 2>/dev/null | grep -q 'eng-spa'; then \
+		echo "apertium: ok"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	else \
+		echo "apertium is missing and I cannot install it. Run:"; \
+		echo "  sudo apt-get install -y $(APT_PACKAGES)"; \
+		exit 1; \
+	fi
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
+	@echo "metrics: results/report/*/metrics_table.md; report: results/report.html"
+	$(BIN)/ccr results
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+lint: setup
+	$(BIN)/ruff check src tests workflow/scripts bench
+	$(BIN)/snakemake --lint
+
+bench-features: setup
+	$(BIN)/python bench/bench_features.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,106 @@
+"""Stage ``describe``: several English descriptions ("views") of every image, written from its pixels (LECCR).
+
+Every split is described (descriptions use no human text, so test images get them too). Output rows follow
+the captions schema: ``caption_id = f"{image_id}#desc{k}"`` for view ``k``, ``lang = "en"``,
+``origin = "description"``, the image's split, ``source_id`` null.
+
+Backends (chosen by name in ``config.yaml``, see ``docs/backends-translate-describe.md``):
+
+- ``imagenet-tags`` (offline default): NOT a captioning model. An ImageNet classifier (EfficientNet-Lite0)
+  plus pixel colour statistics turned into short template sentences; stands in for the MLLM offline.
+- ``hf-vlm``: a Hugging Face image-text-to-text model (Qwen2-VL, LLaVA, ...), one prompt per view.
+- ``vllm``: the same with vLLM on a GPU node (fast batched generation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from ccr.data.tables import CAPTIONS_SCHEMA, read_images, validate_captions
+from ccr.io import Progress, ShardedWriter, batched
+from ccr.registry import Registry
+
+log = logging.getLogger("ccr.describe")
+
+__all__ = ["DESCRIBERS", "DescribeError", "Describer", "describe_images"]
+
+
+@runtime_checkable
+class Describer(Protocol):
+    """Writes ``views`` different non-empty English descriptions of each image, in view order."""
+
+    views: int
+
+    def describe(self, paths: list[str]) -> list[list[str]]: ...
+
+
+class DescribeError(RuntimeError):
+    """A describer failed or returned something unusable (the message names the image file)."""
+
+
+DESCRIBERS: Registry[Describer] = Registry("describe")
+DESCRIBERS.register("imagenet-tags", "ccr.describe.imagenet_tags:ImageNetTagDescriber")
+DESCRIBERS.register("hf-vlm", "ccr.describe.hf_vlm:HFVLMDescriber")
+DESCRIBERS.register("vllm", "ccr.describe.vllm_backend:VLLMDescriber")
+
+
+def describe_images(
+    images_path: str | os.PathLike,
+    backend: str,
+    params: dict[str, Any] | None,
+    out_path: str | os.PathLike,
+    shard_size: int = 64,
+) -> None:
+    """Describe every image of ``images_path`` with ``backend``; write the description rows to ``out_path``.
+
+    One shard of ``shard_size`` images per :class:`ccr.io.ShardedWriter` shard, so a crashed run resumes
+    where it stopped; the final table is in image order, views in order.
+    """
+    if shard_size < 1:
+        raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
+    out_path = Path(out_path)
+    images = read_images(images_path)
+    describer = DESCRIBERS.create(backend, **(params or {}))
+    views = int(describer.views)
+    if views < 1:
+        raise ValueError(f"describe backend '{backend}': views must be >= 1, got {views}")
+
+    image_ids = images.column("image_id").to_pylist()
+    paths = images.column("path").to_pylist()
+    splits = images.column("split").to_pylist()
+    order = [f"{iid}#desc{k}" for iid in image_ids for k in range(views)]
+    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA)
+    done = writer.done_keys
+    todo = [i for i, iid in enumerate(image_ids) if any(f"{iid}#desc{k}" not in done for k in range(views))]
+    log.info("describe with '%s' (%d views): %d images (%d already done) from %s",
+             backend, views, len(image_ids), len(image_ids) - len(todo), images_path)
+    progress = Progress(len(todo), f"describe [{backend}]")
+    for chunk in batched(todo, shard_size):
+        chunk_paths = [paths[i] for i in chunk]
+        for p in chunk_paths:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"describe: image file not found: {p} (images table {images_path})")
+        texts = describer.describe(chunk_paths)
+        if len(texts) != len(chunk):
+            raise DescribeError(f"describe backend '{backend}' returned {len(texts)} results for {len(chunk)} images")
+        rows: dict[str, list] = {name: [] for name in CAPTIONS_SCHEMA.names}
+        for i, descs in zip(chunk, texts, strict=True):
+            if len(descs) != views or any(not isinstance(d, str) or not d.strip() for d in descs):
+                raise DescribeError(f"describe backend '{backend}' must return {views} non-empty descriptions per "
+                                    f"image; got {descs!r} for image file {paths[i]}")
+            for k, text in enumerate(descs):
+                cid = f"{image_ids[i]}#desc{k}"
+                if cid in done:  # only possible when a previous run wrote some views of this image
+                    continue
+                for name, value in (("caption_id", cid), ("image_id", image_ids[i]), ("lang", "en"),
+                                    ("text", " ".join(text.split())), ("origin", "description"),
+                                    ("split", splits[i]), ("source_id", None)):
+                    rows[name].append(value)
+        writer.write(validate_captions(pa.table(rows, schema=CAPTIONS_SCHEMA), where=f"{out_path} (new shard)"))
+        progress.update(len(chunk))
+    writer.finish(order=order)

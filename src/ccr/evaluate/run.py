@@ -1,0 +1,165 @@
+"""The ``evaluate`` stage: embed the test gallery and one language's test captions, score, write tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ccr.data.tables import read_captions, read_images
+from ccr.evaluate._files import write_text_atomic
+from ccr.evaluate.metrics import l2_normalise, retrieval_ranks, search, summarise_ranks
+from ccr.io import Progress, batched, write_table_atomic
+
+log = logging.getLogger(__name__)
+
+N_EXAMPLES = 20
+TOP_K_EXAMPLES = 5
+EMBED_BATCH = 1024
+
+
+class Retriever(Protocol):
+    def embed_images(self, image_ids: list[str]) -> np.ndarray: ...
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
+
+
+def _embed(fn, ids: list[str], what: str) -> np.ndarray:
+    """Call ``fn`` in batches (progress logged) and check every batch is a finite (len(batch), D) array."""
+    progress = Progress(len(ids), f"embed {what}")
+    parts: list[np.ndarray] = []
+    for chunk in batched(ids, EMBED_BATCH):
+        emb = np.asarray(fn(list(chunk)))
+        if emb.ndim != 2 or emb.shape[0] != len(chunk):
+            raise ValueError(f"{what}: retriever returned shape {emb.shape} for {len(chunk)} ids; expected ({len(chunk)}, D)")
+        if parts and emb.shape[1] != parts[0].shape[1]:
+            raise ValueError(f"{what}: retriever changed embedding dim from {parts[0].shape[1]} to {emb.shape[1]}")
+        parts.append(emb.astype(np.float32, copy=False))
+        progress.update(len(chunk))
+    return l2_normalise(np.concatenate(parts), what)
+
+
+def _stable_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def pick_examples(caption_ids: Sequence[str], image_of: Sequence[str], n: int = N_EXAMPLES) -> list[int]:
+    """Indices of ``n`` queries chosen by a fixed rule (smallest SHA-1 of caption_id, distinct images first).
+
+    The rule ignores system and seed, so every system of a dataset/language shows the same queries.
+    """
+    order = sorted(range(len(caption_ids)), key=lambda i: _stable_key(caption_ids[i]))
+    chosen, seen = [], set()
+    for i in order:
+        if image_of[i] not in seen:
+            chosen.append(i)
+            seen.add(image_of[i])
+        if len(chosen) == n:
+            return chosen
+    rest = [i for i in order if i not in set(chosen)]
+    return chosen + rest[: n - len(chosen)]
+
+
+def _check_tags(tags: dict, lang: str, metric_names: Sequence[str]) -> dict:
+    tags = dict(tags)
+    if tags.setdefault("lang", lang) != lang:
+        raise ValueError(f"tags['lang']={tags['lang']!r} disagrees with lang={lang!r}")
+    for key, value in list(tags.items()):
+        if isinstance(value, np.generic):
+            value = tags[key] = value.item()
+        if key in metric_names:
+            raise ValueError(f"tag '{key}' collides with a metric column name")
+        if not isinstance(value, str | int | float | bool) or value is None:
+            raise ValueError(f"tag '{key}' must be a str/int/float/bool, got {type(value).__name__}")
+    return tags
+
+
+def _json_value(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def evaluate(
+    retriever: Retriever,
+    inputs: Any,
+    lang: str,
+    ks: Sequence[int] = (1, 5, 10),
+    out_dir: str | os.PathLike = ".",
+    tags: dict | None = None,
+    use_gpu: bool | str = "auto",
+) -> dict:
+    """Evaluate ``retriever`` on the test split for captions in ``lang``; returns the metrics row.
+
+    Writes ``out_dir/metrics.parquet`` (one row: tags, n_queries, n_images, recalls, mr, MedR, MeanR),
+    ``out_dir/metrics.json`` (same values) and ``out_dir/examples.parquet`` (top-5 for 20 fixed queries).
+    """
+    out_dir = Path(out_dir)
+    images_path, captions_path = Path(inputs.images), Path(inputs.captions)
+    images = read_images(images_path)
+    captions = read_captions(captions_path)
+
+    images = images.filter(pc.equal(images["split"], "test"))
+    if images.num_rows == 0:
+        raise ValueError(f"{images_path}: no images with split == 'test'")
+    queries = captions.filter(
+        pc.and_(pc.and_(pc.equal(captions["split"], "test"), pc.equal(captions["lang"], lang)),
+                pc.equal(captions["origin"], "human"))
+    )
+    if queries.num_rows == 0:
+        langs = sorted(set(captions.filter(pc.equal(captions["split"], "test"))["lang"].to_pylist()))
+        raise ValueError(f"{captions_path}: no human test captions with lang == '{lang}' (test langs present: {langs})")
+
+    image_ids = images["image_id"].to_pylist()
+    image_paths = images["path"].to_pylist()
+    row_of = {iid: i for i, iid in enumerate(image_ids)}
+    caption_ids = queries["caption_id"].to_pylist()
+    caption_images = queries["image_id"].to_pylist()
+    missing = sorted({iid for iid in caption_images if iid not in row_of})
+    if missing:
+        raise ValueError(f"{captions_path}: field 'image_id' of {lang} test captions names images that are not test "
+                         f"images in {images_path}: {missing[:5]}")
+    q2g = np.array([row_of[iid] for iid in caption_images], dtype=np.int64)
+
+    log.info("evaluate %s: %d queries, %d gallery images", lang, len(caption_ids), len(image_ids))
+    gallery = _embed(retriever.embed_images, image_ids, "test images")
+    query = _embed(retriever.embed_texts, caption_ids, f"test captions ({lang})")
+    if gallery.shape[1] != query.shape[1]:
+        raise ValueError(f"image embeddings have dim {gallery.shape[1]} but text embeddings dim {query.shape[1]}")
+
+    ranks = retrieval_ranks(query, gallery, q2g, use_gpu=use_gpu)
+    metrics = summarise_ranks(ranks, ks)
+    metrics["n_images"] = len(image_ids)
+    tags = _check_tags(tags or {}, lang, list(metrics))
+    row = {**tags, "n_queries": metrics.pop("n_queries"), "n_images": metrics.pop("n_images"), **metrics}
+
+    # Examples: top-5 retrievals for a fixed set of queries.
+    pick = pick_examples(caption_ids, caption_images)
+    scores, idx = search(query[pick], gallery, TOP_K_EXAMPLES, use_gpu=use_gpu)
+    texts = queries["text"].to_pylist()
+    examples = pa.table({
+        **{k: pa.array([v] * len(pick)) for k, v in tags.items()},
+        "caption_id": pa.array([caption_ids[i] for i in pick], pa.string()),
+        "query_text": pa.array([texts[i] for i in pick], pa.string()),
+        "true_image_id": pa.array([caption_images[i] for i in pick], pa.string()),
+        "true_image_path": pa.array([image_paths[q2g[i]] for i in pick], pa.string()),
+        "true_rank": pa.array([int(ranks.t2i[i]) for i in pick], pa.int64()),
+        "top_image_ids": pa.array([[image_ids[j] for j in r] for r in idx], pa.list_(pa.string())),
+        "top_image_paths": pa.array([[image_paths[j] for j in r] for r in idx], pa.list_(pa.string())),
+        "top_scores": pa.array([list(map(float, r)) for r in scores], pa.list_(pa.float32())),
+    })
+
+    write_table_atomic(examples, out_dir / "examples.parquet")
+    write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2) + "\n", out_dir / "metrics.json")
+    # metrics.parquet last: its presence marks a finished evaluation.
+    write_table_atomic(pa.Table.from_pylist([row]), out_dir / "metrics.parquet")
+    log.info("evaluate %s: mR %.2f (T2I R@1 %.2f, I2T R@1 %.2f)", lang, row["mr"],
+             row.get("t2i_r1", float("nan")), row.get("i2t_r1", float("nan")))
+    return row

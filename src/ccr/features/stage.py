@@ -1,0 +1,214 @@
+"""The ``features`` stage: run a frozen encoder once over a dataset and cache the vectors in Parquet.
+
+Output files are keyed by :func:`encoder_key` (backend + the settings that change the numbers), are
+written shard by shard with :class:`ccr.io.ShardedWriter` (a crashed run resumes without lost or
+duplicated rows) and appear only when complete.  The encoder name and settings go into the schema
+metadata (``ccr.encoder``) so a feature file says what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from ccr.data.tables import concat_captions, read_captions, read_images
+from ccr.features.images import IMAGE_ENCODERS, ImageEncoder
+from ccr.features.store import (
+    META_KEY,
+    fixed_grid,
+    fixed_list,
+    image_feature_schema,
+    ragged_tokens,
+    text_feature_schema,
+)
+from ccr.features.texts import TEXT_ENCODERS, TextEncoder, check_langs
+from ccr.io import Progress, ShardedWriter, batched
+
+log = logging.getLogger("ccr.features")
+
+# Settings that change speed or placement but not the vectors: left out of the cache key.
+NON_NUMERIC_PARAMS = frozenset({"batch_size", "threads", "num_threads", "device", "shard_size"})
+
+
+class ImageLoadError(ValueError):
+    """An image file that is missing or cannot be decoded; the message names the file and the image_id."""
+
+
+def encoder_key(backend: str, params: dict) -> str:
+    """Stable, filesystem-safe cache key: ``<backend>-<sha1 of the numeric settings>[:8]``.
+
+    Settings in :data:`NON_NUMERIC_PARAMS` are ignored, so changing the batch size or the device
+    reuses the cached features.
+    """
+    kept = {k: v for k, v in (params or {}).items() if k not in NON_NUMERIC_PARAMS}
+    try:
+        blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    except TypeError as err:
+        raise ValueError(f"encoder '{backend}': params must be JSON values (str, number, bool, list, dict): {err}") from err
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backend).strip("_") or "encoder"
+    return f"{safe}-{hashlib.sha1(blob.encode('utf-8')).hexdigest()[:8]}"
+
+
+def load_image(path: str | os.PathLike, image_id: str | None = None) -> Image.Image:
+    """Open and fully decode ``path`` as RGB, or raise :class:`ImageLoadError` naming file and image_id."""
+    who = f"image_id '{image_id}' " if image_id is not None else ""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{who}file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later inside the encoder
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageLoadError(f"{who}cannot read image file {path}: {err}") from err
+
+
+def _meta(kind: str, backend: str, params: dict) -> dict[str, Any]:
+    return {"kind": kind, "backend": backend, "params": params or {}, "key": encoder_key(backend, params)}
+
+
+def _check_resume(writer: ShardedWriter, schema: pa.Schema) -> None:
+    """Refuse to mix shards written by another encoder/settings into this output."""
+    shards = sorted(writer.shard_dir.glob("part-*.parquet"))
+    if not shards:
+        return
+    old = pq.read_schema(shards[0])
+    old_meta = json.loads((old.metadata or {}).get(META_KEY, b"{}"))
+    new_meta = json.loads(schema.metadata[META_KEY])
+    if old_meta.get("key") != new_meta["key"] or old.remove_metadata() != schema.remove_metadata():
+        raise RuntimeError(
+            f"{writer.shard_dir}: leftover shards were written by encoder {old_meta.get('key')} "
+            f"(schema {old.remove_metadata()}), not {new_meta['key']}; delete that folder to start over"
+        )
+
+
+def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out_path: str | os.PathLike,
+                 shard_size: int = 64) -> None:
+    """Image features for every row of ``images_path`` -> ``out_path`` (image_feature_schema)."""
+    params = dict(params or {})
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    images = read_images(images_path)
+    ids = images.column("image_id").to_pylist()
+    paths = dict(zip(ids, images.column("path").to_pylist(), strict=True))
+    missing = [(i, p) for i, p in paths.items() if not Path(p).is_file()]
+    if missing:  # fail before hours of encoding, naming what is missing
+        raise ImageLoadError(
+            f"{images_path}: {len(missing)} image file(s) not found, e.g. "
+            + "; ".join(f"image_id '{i}': {p}" for i, p in missing[:3])
+        )
+
+    encoder: ImageEncoder = IMAGE_ENCODERS.create(backend, **params)
+    schema = image_feature_schema(encoder.dim, encoder.n_tokens, _meta("image", backend, params))
+    writer = ShardedWriter(out_path, key="image_id", schema=schema)
+    _check_resume(writer, schema)
+    todo = writer.pending(ids)
+    log.info("embed_images %s (%s): %d images, %d to do -> %s", backend, encoder_key(backend, params),
+             len(ids), len(todo), out_path)
+    progress = Progress(len(todo), f"embed_images {backend}")
+    for chunk in batched(todo, shard_size):
+        pils = [load_image(paths[i], i) for i in chunk]
+        pooled, tokens = encoder.encode(pils)
+        if pooled.shape != (len(chunk), encoder.dim):
+            raise RuntimeError(f"image encoder '{backend}' returned pooled {pooled.shape}, expected {(len(chunk), encoder.dim)}")
+        columns: dict[str, pa.Array] = {"image_id": pa.array(list(chunk), pa.string()), "pooled": fixed_list(pooled)}
+        if encoder.n_tokens:
+            if tokens is None or tokens.shape != (len(chunk), encoder.n_tokens, encoder.dim):
+                got = None if tokens is None else tokens.shape
+                raise RuntimeError(f"image encoder '{backend}' returned tokens {got}, expected {(len(chunk), encoder.n_tokens, encoder.dim)}")
+            columns["tokens"] = fixed_grid(tokens)
+        writer.write(pa.table(columns))
+        progress.update(len(chunk))
+    writer.finish(order=ids)
+    log.info("embed_images: wrote %d rows to %s", len(ids), out_path)
+
+
+def _role(origin: str) -> str:
+    # e5 convention: descriptions are documents about the image (passages); captions are queries.
+    return "passage" if origin == "description" else "query"
+
+
+def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str | os.PathLike,
+                with_tokens: bool, shard_size: int = 256) -> None:
+    """Text features for every row of the caption tables -> ``out_path`` (text_feature_schema).
+
+    Identical (role, text) pairs are encoded once: pending rows are sorted by (role, text) so
+    repeats fall into the same shard, where they are de-duplicated.
+    """
+    params = dict(params or {})
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if isinstance(captions_paths, (str, os.PathLike)):
+        captions_paths = [captions_paths]
+    table = concat_captions([read_captions(p) for p in captions_paths])
+    ids = table.column("caption_id").to_pylist()
+    rows = {
+        cid: (_role(origin), text, lang)
+        for cid, origin, text, lang in zip(
+            ids, table.column("origin").to_pylist(), table.column("text").to_pylist(),
+            table.column("lang").to_pylist(), strict=True,
+        )
+    }
+
+    encoder: TextEncoder = TEXT_ENCODERS.create(backend, **params)
+    if with_tokens and not encoder.token_dim:
+        raise ValueError(f"text encoder '{backend}' gives no token features; set with_tokens=False")
+    # Fail now, not after hours, when a language is unsupported (USE has no Czech).
+    check_langs(backend, getattr(encoder, "supported_langs", None), sorted(set(table.column("lang").to_pylist())))
+    token_dim = encoder.token_dim if with_tokens else None
+    schema = text_feature_schema(encoder.dim, token_dim, _meta("text", backend, params))
+    writer = ShardedWriter(out_path, key="caption_id", schema=schema)
+    _check_resume(writer, schema)
+    todo = sorted(writer.pending(ids), key=lambda c: (rows[c][0], rows[c][1], c))
+    n_unique = len({rows[c][:2] for c in todo})
+    log.info("embed_texts %s (%s): %d captions from %d table(s), %d to do (%d distinct texts) -> %s",
+             backend, encoder_key(backend, params), len(ids), len(captions_paths), len(todo), n_unique, out_path)
+    progress = Progress(len(todo), f"embed_texts {backend}")
+    for chunk in batched(todo, shard_size):
+        pooled_of: dict[tuple[str, str], int] = {}
+        parts = []
+        for role in ("query", "passage"):
+            uniq: dict[str, str] = {}  # text -> lang of its first row
+            for c in chunk:
+                r, text, lang = rows[c]
+                if r == role:
+                    uniq.setdefault(text, lang)
+            if not uniq:
+                continue
+            texts = list(uniq)
+            vecs = encoder.encode(texts, role=role, langs=[uniq[t] for t in texts])
+            if vecs.shape != (len(texts), encoder.dim):
+                raise RuntimeError(f"text encoder '{backend}' returned {vecs.shape}, expected {(len(texts), encoder.dim)}")
+            base = sum(len(p) for p in parts)
+            pooled_of.update({(role, t): base + k for k, t in enumerate(texts)})
+            parts.append(vecs)
+        all_vecs = np.concatenate(parts)
+        columns: dict[str, pa.Array] = {
+            "caption_id": pa.array(list(chunk), pa.string()),
+            "pooled": fixed_list(all_vecs[[pooled_of[rows[c][:2]] for c in chunk]]),
+        }
+        if token_dim:
+            langs_of: dict[str, str] = {}
+            for c in chunk:
+                langs_of.setdefault(rows[c][1], rows[c][2])
+            texts = list(langs_of)
+            seqs = encoder.encode_tokens(texts, langs=[langs_of[t] for t in texts])
+            for t, s in zip(texts, seqs, strict=True):
+                if s.ndim != 2 or s.shape[1] != token_dim or len(s) == 0:
+                    raise RuntimeError(f"text encoder '{backend}' returned tokens {s.shape} for {t!r}, expected (L>=1, {token_dim})")
+            by_text = dict(zip(texts, seqs, strict=True))
+            columns["tokens"] = ragged_tokens([by_text[rows[c][1]] for c in chunk], token_dim)
+        writer.write(pa.table(columns))
+        progress.update(len(chunk))
+    writer.finish(order=ids)
+    log.info("embed_texts: wrote %d rows to %s", len(ids), out_path)

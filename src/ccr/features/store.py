@@ -1,0 +1,116 @@
+"""Feature tables: one row per id, vectors as ``fixed_size_list<float32>[D]`` (see docs/data-model.md).
+
+* image features: ``image_id``, ``pooled`` [D] and, when the encoder has a grid, ``tokens``
+  (``fixed_size_list<fixed_size_list<float32>[D]>[T]``: T visual tokens, e.g. 7x7 = 49).
+* text features: ``caption_id``, ``pooled`` [D] and, when the encoder gives them, ``tokens``
+  (``list<fixed_size_list<float32>[Dt]>``: one vector per word/token, variable length).
+
+The encoder's name and settings are stored in the schema metadata under ``ccr.encoder``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"ccr.encoder"
+
+
+def image_feature_schema(dim: int, n_tokens: int | None, meta: dict | None = None) -> pa.Schema:
+    fields = [pa.field("image_id", pa.string(), nullable=False),
+              pa.field("pooled", pa.list_(pa.float32(), dim), nullable=False)]
+    if n_tokens:
+        fields.append(pa.field("tokens", pa.list_(pa.list_(pa.float32(), dim), n_tokens), nullable=False))
+    return pa.schema(fields, metadata={META_KEY: json.dumps(meta or {}, sort_keys=True)})
+
+
+def text_feature_schema(dim: int, token_dim: int | None, meta: dict | None = None) -> pa.Schema:
+    fields = [pa.field("caption_id", pa.string(), nullable=False),
+              pa.field("pooled", pa.list_(pa.float32(), dim), nullable=False)]
+    if token_dim:
+        fields.append(pa.field("tokens", pa.list_(pa.list_(pa.float32(), token_dim)), nullable=False))
+    return pa.schema(fields, metadata={META_KEY: json.dumps(meta or {}, sort_keys=True)})
+
+
+def fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, D) float array -> ``fixed_size_list<float32>[D]``."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def fixed_grid(grid: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, T, D) float array -> ``fixed_size_list<fixed_size_list<float32>[D]>[T]``."""
+    grid = np.ascontiguousarray(grid, dtype=np.float32)
+    n, t, d = grid.shape
+    return pa.FixedSizeListArray.from_arrays(fixed_list(grid.reshape(n * t, d)), t)
+
+
+def ragged_tokens(seqs: list[np.ndarray], dim: int) -> pa.ListArray:
+    """list of (L_i, D) arrays -> ``list<fixed_size_list<float32>[D]>``."""
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(s) for s in seqs])
+    flat = np.concatenate([np.asarray(s, np.float32).reshape(-1, dim) for s in seqs]) if seqs else np.zeros((0, dim), np.float32)
+    return pa.ListArray.from_arrays(pa.array(offsets), fixed_list(flat) if len(flat) else pa.array([], pa.list_(pa.float32(), dim)))
+
+
+@dataclass
+class Features:
+    """Features read back into numpy, rows aligned with ``ids``."""
+
+    ids: list[str]
+    pooled: np.ndarray                     # (n, D)
+    tokens: np.ndarray | None = None       # images: (n, T, D)
+    token_list: list[np.ndarray] | None = None  # texts: n arrays of (L_i, Dt)
+    meta: dict | None = None
+
+    def index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.ids)}
+
+    def take(self, ids: list[str]) -> Features:
+        """Rows for ``ids`` in that order (KeyError names the first missing id)."""
+        idx = self.index()
+        missing = [i for i in ids if i not in idx]
+        if missing:
+            raise KeyError(f"{len(missing)} id(s) have no features, e.g. {missing[:3]}")
+        rows = np.array([idx[i] for i in ids], dtype=np.int64)
+        return Features(
+            ids=list(ids),
+            pooled=self.pooled[rows],
+            tokens=None if self.tokens is None else self.tokens[rows],
+            token_list=None if self.token_list is None else [self.token_list[r] for r in rows],
+            meta=self.meta,
+        )
+
+
+def _to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = arr.type.list_size
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
+
+
+def read_features(path: str | Path, with_tokens: bool = True) -> Features:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feature table not found: {path}")
+    schema = pq.read_schema(path)
+    key = "image_id" if "image_id" in schema.names else "caption_id"
+    columns = [key, "pooled"] + (["tokens"] if with_tokens and "tokens" in schema.names else [])
+    table = pq.read_table(path, columns=columns)
+    meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
+    feats = Features(ids=table.column(key).to_pylist(), pooled=_to_matrix(table.column("pooled")), meta=meta)
+    if "tokens" in columns:
+        tok = table.column("tokens").combine_chunks()
+        if pa.types.is_fixed_size_list(tok.type):  # image grid (n, T, D)
+            n, t = len(tok), tok.type.list_size
+            inner = _to_matrix(tok.flatten())
+            feats.tokens = inner.reshape(n, t, inner.shape[1])
+        else:  # ragged text tokens
+            inner = _to_matrix(tok.flatten())
+            offsets = tok.offsets.to_numpy()
+            feats.token_list = [inner[offsets[i] : offsets[i + 1]] for i in range(len(tok))]
+    return feats

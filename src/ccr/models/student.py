@@ -1,0 +1,55 @@
+"""CL2CM stage 2: the cross-modal student, with LECCR's semantic slots as an option."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ccr.models.heads import TextHead, VisualHead
+from ccr.models.slots import SemanticSlots
+
+
+@dataclass
+class ImageOutput:
+    """What the student computes for a batch of images."""
+
+    glob: Tensor               # (B, D) normalised global embedding (slot-enhanced when slots are on)
+    fine: Tensor               # (B, K, D) normalised local slot features, or (B, T, D) visual tokens without slots
+    slots: Tensor | None       # (B, K, D) semantic slots (before normalisation), None without slots
+    local: Tensor | None       # (B, K, D) normalised slot-level local features, None without slots
+
+
+class CrossModalStudent(nn.Module):
+    """Visual head + text head(s) (+ semantic slots) mapping frozen features into one D-dim space."""
+
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int, dim: int, pooling: str = "mean",
+                 heads: int = 4, use_slots: bool = True, n_slots: int = 4, share_text_head: bool = True,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.visual = VisualHead(image_dim, hidden_dim, dim, pooling, heads, dropout)
+        self.text_t = TextHead(text_dim, hidden_dim, dim, dropout)
+        self.text_s = self.text_t if share_text_head else TextHead(text_dim, hidden_dim, dim, dropout)
+        self.slot_module = SemanticSlots(text_dim, hidden_dim, dim, n_slots, heads, dropout) if use_slots else None
+
+    def encode_text(self, pooled: Tensor, side: str = "t") -> Tensor:
+        if side not in ("s", "t"):
+            raise ValueError(f"text side must be 's' or 't', got {side!r}")
+        return (self.text_s if side == "s" else self.text_t)(pooled)
+
+    def encode_images(self, pooled: Tensor, tokens: Tensor | None, desc: Tensor | None = None,
+                      desc_mask: Tensor | None = None) -> ImageOutput:
+        """pooled (B, Di); tokens (B, T, Di) or None (then the pooled vector is the only token);
+        desc (B, V, Dt) description-view features with desc_mask (B, V) (required with slots)."""
+        g = self.visual.global_proj(pooled)
+        tok = self.visual.project_tokens(pooled.unsqueeze(1) if tokens is None else tokens)
+        slots = local = None
+        if self.slot_module is not None:
+            if desc is None or desc_mask is None:
+                raise ValueError("the student has semantic slots: description features are required")
+            slots, tok, local = self.slot_module(tok, desc, desc_mask)
+        pooled_tok, ctx = self.visual.pool(tok)
+        glob = F.normalize(g + pooled_tok, dim=-1)
+        fine = local if local is not None else F.normalize(ctx, dim=-1)
+        return ImageOutput(glob=glob, fine=fine, slots=slots, local=local)

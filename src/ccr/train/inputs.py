@@ -1,0 +1,284 @@
+"""What training reads, and the guarded loader that reads it.
+
+Training may only see English human captions and their machine translations of the ``train`` and
+``val`` splits (plus image and description features of those splits).  The loader enforces it twice:
+Parquet row filters keep forbidden rows from ever being materialised, and assertions check the
+result, so a test-split row or a human target-language caption can never leak into training or model
+selection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ccr.data.tables import TableError, validate_captions, validate_images
+from ccr.features.store import Features
+
+log = logging.getLogger("ccr.train")
+
+TRAIN_SPLITS = ("train", "val")
+
+
+class LeakageError(AssertionError):
+    """A row training must never see (test split, or a non-English human caption) got through."""
+
+
+@dataclass
+class TrainInputs:
+    images: Path                       # images.parquet (image_id, path, split)
+    captions: Path                     # human captions (en all splits; target-language refs on test)
+    translations: Path | None          # mt rows (lang=target, source_id=English caption_id); may be EMPTY
+    descriptions: Path | None          # description rows (caption_id f"{image_id}#desc{k}")
+    image_features: Path
+    caption_features: Path             # text features for the captions table rows
+    translation_features: Path | None
+    description_features: Path | None
+    lang: str                          # target language
+
+    def has_translations(self) -> bool:
+        """True when a non-empty translations table exists (read from the Parquet footer only)."""
+        if self.translations is None:
+            return False
+        path = Path(self.translations)
+        if not path.exists():
+            raise FileNotFoundError(f"translations table not found: {path} (TrainInputs.translations)")
+        return pq.ParquetFile(path).metadata.num_rows > 0
+
+
+@dataclass
+class SplitData:
+    """One split's training arrays (rows = English captions; images indexed by ``image_index``)."""
+
+    split: str
+    caption_ids: list[str]             # English caption ids
+    target_ids: list[str]              # MT caption ids, or the English ids when there is no MT
+    image_ids: list[str]               # unique images of the split
+    image_index: np.ndarray            # (n,) row -> image
+    s_pooled: np.ndarray               # (n, Dt) English
+    t_pooled: np.ndarray               # (n, Dt) target branch (MT or English)
+    img_pooled: np.ndarray             # (m, Di)
+    img_tokens: np.ndarray | None      # (m, T, Di)
+    desc: np.ndarray | None            # (m, V, Dt) description views, zero-padded
+    desc_mask: np.ndarray | None       # (m, V) True for real views
+    s_tokens: np.ndarray | None = None  # (n, L, Dt) padded word tokens (teacher only)
+    s_mask: np.ndarray | None = None
+    t_tokens: np.ndarray | None = None
+    t_mask: np.ndarray | None = None
+    has_mt: bool = False
+
+
+def _features_from_table(table: pa.Table, key: str, path: Path) -> Features:
+    def matrix(arr: pa.Array) -> np.ndarray:
+        return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(
+            len(arr), arr.type.list_size)
+
+    pooled = table.column("pooled").combine_chunks()
+    feats = Features(ids=table.column(key).to_pylist(), pooled=matrix(pooled))
+    if "tokens" in table.column_names:
+        tok = table.column("tokens").combine_chunks()
+        if pa.types.is_fixed_size_list(tok.type):
+            inner = matrix(tok.flatten())
+            feats.tokens = inner.reshape(len(tok), tok.type.list_size, inner.shape[1])
+        else:
+            inner = matrix(tok.flatten())
+            off = tok.offsets.to_numpy()
+            feats.token_list = [inner[off[i]: off[i + 1]] for i in range(len(tok))]
+    return feats
+
+
+def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what: str) -> Features:
+    """Features of exactly ``ids`` (in that order); other rows are filtered out while reading."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: feature table not found: {path}")
+    schema = pq.read_schema(path)
+    key = "image_id" if "image_id" in schema.names else "caption_id"
+    if key not in schema.names or "pooled" not in schema.names:
+        raise TableError(f"{path}: not a feature table (needs '{key}' and 'pooled')")
+    if with_tokens and "tokens" not in schema.names:
+        raise TableError(f"{path}: field 'tokens' is missing but {what} needs token features")
+    columns = [key, "pooled"] + (["tokens"] if with_tokens else [])
+    if not ids:
+        return Features(ids=[], pooled=np.zeros((0, schema.field("pooled").type.list_size), np.float32))
+    table = pq.read_table(path, columns=columns, filters=[(key, "in", sorted(set(ids)))])
+    feats = _features_from_table(table, key, path)
+    try:
+        return feats.take(list(ids))
+    except KeyError as err:
+        raise KeyError(f"{path} ({what}): {err.args[0]}") from None
+
+
+def pad_tokens(seqs: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (L_i, D) token arrays -> (n, L, D) zero-padded (truncated to ``max_len``) and mask (n, L)."""
+    dim = seqs[0].shape[1] if seqs else 1
+    length = max(1, min(max_len, max((len(s) for s in seqs), default=1)))
+    out = np.zeros((len(seqs), length, dim), np.float32)
+    mask = np.zeros((len(seqs), length), bool)
+    for i, s in enumerate(seqs):
+        k = min(len(s), length)
+        out[i, :k] = s[:k]
+        mask[i, :k] = True
+        if k == 0:
+            raise ValueError(f"text #{i} has no word tokens")
+    return out, mask
+
+
+def _check_split(split: str) -> None:
+    if split not in TRAIN_SPLITS:
+        raise LeakageError(f"training data may only come from splits {TRAIN_SPLITS}, asked for {split!r}")
+
+
+def read_english_captions(path: Path | str, split: str) -> pa.Table:
+    """English human captions of ``split`` only (filtered while reading, then asserted)."""
+    _check_split(split)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"captions table not found: {path} (TrainInputs.captions)")
+    table = pq.read_table(path, filters=[("lang", "==", "en"), ("origin", "==", "human"), ("split", "==", split)])
+    table = validate_captions(table, where=str(path))
+    if table.num_rows and not (set(table.column("lang").to_pylist()) == {"en"}
+                               and set(table.column("origin").to_pylist()) == {"human"}
+                               and set(table.column("split").to_pylist()) == {split}):
+        raise LeakageError(f"{path}: loader let through a non-English/non-human/non-{split} caption")
+    return table
+
+
+def read_translations(path: Path | str, lang: str, split: str) -> pa.Table:
+    """MT rows (``origin == "mt"``, ``lang == lang``) of ``split`` only."""
+    _check_split(split)
+    path = Path(path)
+    table = pq.read_table(path, filters=[("lang", "==", lang), ("origin", "==", "mt"), ("split", "==", split)])
+    table = validate_captions(table, where=str(path))
+    if table.num_rows and not (set(table.column("origin").to_pylist()) == {"mt"}
+                               and set(table.column("split").to_pylist()) == {split}):
+        raise LeakageError(f"{path}: loader let through a non-MT or non-{split} row")
+    if table.column("source_id").null_count:
+        raise TableError(f"{path}: field 'source_id' is null for some MT rows")
+    return table
+
+
+def read_split_images(path: Path | str, split: str) -> list[str]:
+    _check_split(split)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"images table not found: {path} (TrainInputs.images)")
+    table = validate_images(pq.read_table(path, filters=[("split", "==", split)]), where=str(path))
+    if table.num_rows and set(table.column("split").to_pylist()) != {split}:
+        raise LeakageError(f"{path}: loader let through a non-{split} image")
+    return table.column("image_id").to_pylist()
+
+
+def description_ids(inputs: TrainInputs, image_ids: list[str], split: str | None) -> dict[str, list[str]]:
+    """image_id -> its description caption ids (ordered by view index k).
+
+    Uses the descriptions table (filtered to ``split`` while reading) when given, else the ids of the
+    description feature table.
+    """
+    wanted = set(image_ids)
+    pairs: list[tuple[str, str]] = []
+    if inputs.descriptions is not None:
+        path = Path(inputs.descriptions)
+        if not path.exists():
+            raise FileNotFoundError(f"descriptions table not found: {path} (TrainInputs.descriptions)")
+        filters = [("origin", "==", "description")] + ([("split", "==", split)] if split else [])
+        table = validate_captions(pq.read_table(path, filters=filters), where=str(path))
+        if split and table.num_rows and set(table.column("split").to_pylist()) != {split}:
+            raise LeakageError(f"{path}: loader let through a non-{split} description")
+        pairs = list(zip(table.column("image_id").to_pylist(), table.column("caption_id").to_pylist(), strict=True))
+    elif inputs.description_features is not None:
+        ids = pq.read_table(inputs.description_features, columns=["caption_id"]).column("caption_id").to_pylist()
+        pairs = [(cid.rpartition("#desc")[0], cid) for cid in ids if "#desc" in cid]
+    out: dict[str, list[str]] = {i: [] for i in image_ids}
+    for img, cid in pairs:
+        if img in wanted:
+            out[img].append(cid)
+
+    def view(cid: str) -> int:
+        tail = cid.rpartition("#desc")[2]
+        return int(tail) if tail.isdigit() else 0
+
+    return {k: sorted(v, key=lambda c: (view(c), c)) for k, v in out.items()}
+
+
+def load_descriptions(inputs: TrainInputs, image_ids: list[str], split: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(m, V, Dt) description-view features (zero padded) and mask (m, V) for ``image_ids``."""
+    if inputs.description_features is None:
+        raise ValueError("TrainInputs.description_features is None but description views are needed "
+                         "(semantic slots or the zero-shot system)")
+    per_image = description_ids(inputs, image_ids, split)
+    missing = [i for i in image_ids if not per_image[i]]
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) have no description views in "
+                         f"{inputs.descriptions or inputs.description_features}, e.g. {missing[:3]}")
+    flat = [c for i in image_ids for c in per_image[i]]
+    feats = read_feature_rows(inputs.description_features, flat, False, "description features")
+    views = max(len(per_image[i]) for i in image_ids) if image_ids else 1
+    out = np.zeros((len(image_ids), views, feats.pooled.shape[1]), np.float32)
+    mask = np.zeros((len(image_ids), views), bool)
+    row = 0
+    for m, img in enumerate(image_ids):
+        k = len(per_image[img])
+        out[m, :k] = feats.pooled[row: row + k]
+        mask[m, :k] = True
+        row += k
+    return out, mask
+
+
+def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tokens: bool = False,
+               image_tokens: bool = True, descriptions: bool = True, max_text_tokens: int = 32) -> SplitData:
+    """Everything training needs from ``split`` ("train" or "val"), leakage-guarded."""
+    _check_split(split)
+    caps = read_english_captions(inputs.captions, split)
+    if caps.num_rows == 0:
+        raise ValueError(f"{inputs.captions}: no English human captions in split '{split}'")
+    split_images = set(read_split_images(inputs.images, split))
+    cap_ids = caps.column("caption_id").to_pylist()
+    cap_imgs = caps.column("image_id").to_pylist()
+    stray = sorted({i for i in cap_imgs if i not in split_images})
+    if stray:
+        raise TableError(f"{inputs.captions}: field 'image_id' of {split} captions names images that are not "
+                         f"{split} images in {inputs.images}, e.g. {stray[:3]}")
+    has_mt = use_mt and inputs.has_translations()
+    if has_mt:
+        mt = read_translations(inputs.translations, inputs.lang, split)
+        by_source = dict(zip(mt.column("source_id").to_pylist(), mt.column("caption_id").to_pylist(), strict=True))
+        lacking = [c for c in cap_ids if c not in by_source]
+        if lacking:
+            raise ValueError(f"{inputs.translations}: {len(lacking)} {split} English caption(s) have no "
+                             f"{inputs.lang} translation (field 'source_id'), e.g. {lacking[:3]}")
+        target_ids = [by_source[c] for c in cap_ids]
+    else:
+        target_ids = list(cap_ids)
+    image_ids = sorted(set(cap_imgs))
+    pos = {k: i for i, k in enumerate(image_ids)}
+    s = read_feature_rows(inputs.caption_features, cap_ids, text_tokens, "caption features")
+    if has_mt:
+        if inputs.translation_features is None:
+            raise ValueError("TrainInputs.translation_features is None but the translations table is not empty")
+        t = read_feature_rows(inputs.translation_features, target_ids, text_tokens, "translation features")
+    else:
+        t = s
+    img = read_feature_rows(inputs.image_features, image_ids, False, "image features")
+    img_tokens = None
+    if image_tokens and "tokens" in pq.read_schema(inputs.image_features).names:
+        img_tokens = read_feature_rows(inputs.image_features, image_ids, True, "image features").tokens
+    desc = desc_mask = None
+    if descriptions:
+        desc, desc_mask = load_descriptions(inputs, image_ids, split)
+    data = SplitData(split=split, caption_ids=cap_ids, target_ids=target_ids, image_ids=image_ids,
+                     image_index=np.array([pos[i] for i in cap_imgs], np.int64), s_pooled=s.pooled,
+                     t_pooled=t.pooled, img_pooled=img.pooled, img_tokens=img_tokens, desc=desc,
+                     desc_mask=desc_mask, has_mt=has_mt)
+    if text_tokens:
+        data.s_tokens, data.s_mask = pad_tokens(s.token_list or [], max_text_tokens)
+        data.t_tokens, data.t_mask = pad_tokens(t.token_list or [], max_text_tokens)
+    log.info("%s data: %d English captions (%s), %d images, %s description views", split, len(cap_ids),
+             f"with {inputs.lang} MT" if has_mt else "no MT: target branch = English", len(image_ids),
+             "no" if desc is None else desc.shape[1])
+    return data

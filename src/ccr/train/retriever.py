@@ -1,0 +1,143 @@
+"""Retrievers: turn image ids and caption ids into L2-normalised float32 embeddings for FAISS search."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from ccr.train.inputs import TrainInputs, load_descriptions, read_feature_rows
+from ccr.train.params import resolve_params
+from ccr.train.stages import build_student, embed_image_arrays, embed_text_arrays
+
+log = logging.getLogger("ccr.train")
+
+# Params that may differ at inference from training (everything else comes from the checkpoint).
+INFERENCE_KEYS = ("slot_fusion", "device", "eval_batch_size", "num_threads")
+
+
+class Retriever(Protocol):
+    dim: int
+
+    def embed_images(self, image_ids: list[str]) -> np.ndarray: ...
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(n > 0, n, 1.0), dtype=np.float32)
+
+
+def _text_pooled(inputs: TrainInputs, caption_ids: list[str]) -> np.ndarray:
+    """Pooled text features of ``caption_ids`` from caption_features, falling back to translation_features."""
+    ids = list(caption_ids)
+    if not ids:
+        dim = pq.read_schema(inputs.caption_features).field("pooled").type.list_size
+        return np.zeros((0, dim), np.float32)
+    found = read_feature_rows_partial(inputs.caption_features, ids)
+    missing = [i for i in ids if i not in found]
+    if missing and inputs.translation_features is not None:
+        found.update(read_feature_rows_partial(inputs.translation_features, missing))
+        missing = [i for i in ids if i not in found]
+    if missing:
+        where = [str(inputs.caption_features)] + ([str(inputs.translation_features)]
+                                                  if inputs.translation_features else [])
+        raise KeyError(f"{len(missing)} caption id(s) have no text features in {where}, e.g. {missing[:3]}")
+    return np.stack([found[i] for i in ids]).astype(np.float32)
+
+
+def read_feature_rows_partial(path: Path | str, ids: list[str]) -> dict[str, np.ndarray]:
+    """id -> pooled vector for the ids of ``ids`` present in ``path`` (absent ids are skipped)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"text feature table not found: {path}")
+    table = pq.read_table(path, columns=["caption_id", "pooled"], filters=[("caption_id", "in", sorted(set(ids)))])
+    pooled = table.column("pooled").combine_chunks()
+    mat = pooled.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(pooled), -1)
+    return dict(zip(table.column("caption_id").to_pylist(), mat, strict=True))
+
+
+class ZeroShotRetriever:
+    """No training: image = mean of its description views' text features; text = its frozen feature.
+
+    The descriptions are English sentences embedded by the same frozen multilingual encoder as the
+    queries, so image->text matching happens entirely in that text space.
+    """
+
+    def __init__(self, inputs: TrainInputs):
+        self.inputs = inputs
+        if inputs.description_features is None:
+            raise ValueError("zero-shot system needs TrainInputs.description_features")
+        self.dim = pq.read_schema(inputs.caption_features).field("pooled").type.list_size
+
+    def embed_images(self, image_ids: list[str]) -> np.ndarray:
+        desc, mask = load_descriptions(self.inputs, list(image_ids), split=None)
+        desc = desc / np.maximum(np.linalg.norm(desc, axis=-1, keepdims=True), 1e-12)
+        mean = (desc * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        return _normalise(mean)
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
+        return _normalise(_text_pooled(self.inputs, caption_ids))
+
+
+class StudentRetriever:
+    """A trained student: image = (slot-fused) global embedding, text = target text head."""
+
+    def __init__(self, ckpt_path: Path, inputs: TrainInputs, params: dict[str, Any] | None):
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("stage") != "student":
+            raise ValueError(f"{ckpt_path}: not a student checkpoint (stage={ckpt.get('stage')!r})")
+        given = dict(params or {})
+        given.pop("preset", None)
+        overrides = {k: v for k, v in given.items() if k in INFERENCE_KEYS}
+        self.params = resolve_params({**ckpt["params"], **overrides})
+        from ccr.train.loop import pick_device
+
+        self.device = pick_device(self.params.device)
+        self.model = build_student(ckpt["image_dim"], ckpt["text_dim"], self.params)
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.to(self.device).eval()
+        self.inputs = inputs
+        self.beta = self.params.slot_fusion if self.params.use_slots else 0.0
+        self.dim = self.params.embed_dim * (2 if self.beta > 0 else 1)
+        self.has_tokens = "tokens" in pq.read_schema(inputs.image_features).names
+        log.info("loaded student %s (epoch %d, val mR %.2f, slot fusion %.2f)", ckpt_path, ckpt["epoch"],
+                 ckpt["val_mr"], self.beta)
+
+    def embed_images(self, image_ids: list[str]) -> np.ndarray:
+        ids = list(image_ids)
+        p = self.params
+        feats = read_feature_rows(self.inputs.image_features, ids, self.has_tokens, "image features")
+        desc = mask = None
+        if p.use_slots:
+            desc, mask = load_descriptions(self.inputs, ids, split=None)
+        out = embed_image_arrays(self.model, feats.pooled, feats.tokens, desc, mask, self.beta,
+                                 p.eval_batch_size, self.device)
+        return _normalise(out.reshape(len(ids), self.dim))
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
+        pooled = _text_pooled(self.inputs, list(caption_ids))
+        out = embed_text_arrays(self.model, pooled, self.beta, self.params.eval_batch_size, self.device)
+        return _normalise(out.reshape(len(pooled), self.dim))
+
+
+def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: dict[str, Any] | None) -> Retriever:
+    """The retriever of a trained system (``system_dir`` holding ``student.pt``, or its parent holding
+    ``student/student.pt``), or the zero-shot system when ``system_dir`` is None.
+
+    Architecture and weights come from the checkpoint; of ``params`` only the inference keys
+    (``slot_fusion``, ``device``, ``eval_batch_size``, ``num_threads``) are used.
+    """
+    if system_dir is None:
+        return ZeroShotRetriever(inputs)
+    system_dir = Path(system_dir)
+    for cand in (system_dir / "student.pt", system_dir / "student" / "student.pt"):
+        if cand.exists():
+            return StudentRetriever(cand, inputs, params)
+    raise FileNotFoundError(f"no student.pt in {system_dir} (nor {system_dir / 'student'})")

@@ -1,0 +1,302 @@
+"""The two training stages: CL2CM cross-lingual teacher, then the cross-modal student (+ LECCR slots)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from ccr.io import write_table_atomic
+from ccr.models import CrossLingualTeacher, CrossModalStudent
+from ccr.models.losses import (
+    info_nce,
+    max_over_slots,
+    multi_positive_nce,
+    ot_contrastive,
+    relation_kd,
+    slot_diversity,
+    slot_token_alignment,
+    soft_matching,
+    soft_targets,
+)
+from ccr.train.inputs import SplitData, TrainInputs, load_split
+from ccr.train.loop import FitResult, fit, pick_device, save_atomic, seed_everything
+from ccr.train.metrics import mean_recall
+from ccr.train.params import ParamError, TrainParams, resolve_params
+
+log = logging.getLogger("ccr.train")
+
+
+def _setup(params: dict[str, Any] | TrainParams | None, seed: int, what: str) -> tuple[TrainParams, torch.device]:
+    p = resolve_params(params)
+    if not p.train:
+        raise ParamError(f"{what}: params say train=False (zero-shot system): nothing to train; "
+                         "use load_retriever(None, inputs, params)")
+    if p.num_threads:
+        torch.set_num_threads(p.num_threads)
+    seed_everything(seed)
+    return p, pick_device(p.device)
+
+
+def _t(x: np.ndarray | None, device: torch.device) -> Tensor | None:
+    return None if x is None else torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: teacher
+# --------------------------------------------------------------------------------------------
+
+def build_teacher(text_dim: int, p: TrainParams) -> CrossLingualTeacher:
+    return CrossLingualTeacher(text_dim, p.hidden_dim, p.embed_dim, shared=p.teacher_shared, dropout=p.dropout)
+
+
+@torch.no_grad()
+def _teacher_embed(teacher: CrossLingualTeacher, pooled: Tensor, side: str, bs: int) -> Tensor:
+    return torch.cat([teacher.encode(pooled[i: i + bs], side) for i in range(0, len(pooled), bs)])
+
+
+def train_teacher(inputs: TrainInputs, params: dict[str, Any] | None, seed: int, out_dir: Path | str) -> None:
+    """CL2CM stage 1: text heads for English s and target t trained on (caption, its MT) pairs.
+
+    Losses: ``w_sent * InfoNCE(s, t) + w_ot * OT-contrastive(word tokens of s, t)``; selection on the val
+    s<->t retrieval mR.  Without translations the teacher is trivial: a ``teacher.pt`` marked
+    ``trivial`` is written (and logged), and the student then skips distillation.
+    """
+    p, device = _setup(params, seed, "train_teacher")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (p.use_mt and inputs.has_translations()):
+        reason = ("params use_mt=False" if not p.use_mt
+                  else f"no machine translations into '{inputs.lang}' (translations table empty or absent)")
+        log.info("teacher stage skipped: %s; writing a trivial teacher (the student will not distil)", reason)
+        save_atomic({"stage": "teacher", "trivial": True, "reason": reason, "seed": seed, "params": p.to_dict()},
+                    out_dir / "teacher.pt")
+        write_table_atomic(pa.Table.from_pylist([], schema=_EMPTY_HISTORY), out_dir / "history.parquet")
+        return
+    kw = {"use_mt": True, "text_tokens": True, "image_tokens": False, "descriptions": False,
+          "max_text_tokens": p.max_text_tokens}
+    train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
+    text_dim = train.s_pooled.shape[1]
+    model = build_teacher(text_dim, p)
+    batch_loss = _teacher_loss(model, train, p, device)
+    vs_p, vt_p = _t(val.s_pooled, device), _t(val.t_pooled, device)
+
+    def validate() -> float:
+        s = _teacher_embed(model, vs_p, "s", p.eval_batch_size).float().cpu().numpy()
+        t = _teacher_embed(model, vt_p, "t", p.eval_batch_size).float().cpu().numpy()
+        return mean_recall(t, s, np.arange(len(t)))
+
+    meta = {"trivial": False, "text_dim": text_dim, "lang": inputs.lang}
+    res = fit("teacher", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device)
+    _log_done("teacher", res)
+
+
+def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TrainParams, device: torch.device):
+    """``batch_loss(row_idx)`` of the teacher: sentence InfoNCE(s, t) + token-level OT contrastive."""
+    s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
+    s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
+
+    def batch_loss(idx: Tensor) -> dict[str, Tensor]:
+        idx = idx.to(device)
+        s = model.encode(s_p[idx], "s")
+        t = model.encode(t_p[idx], "t")
+        terms = {"sent": info_nce(s, t, p.tau)}
+        total = p.w_sent * terms["sent"]
+        n_neg = min(p.ot_negatives, len(idx) - 1)
+        if p.w_ot > 0 and n_neg > 0:
+            with torch.no_grad():  # hardest mismatched translations by sentence similarity
+                sim = (s @ t.t()).float()
+                sim.fill_diagonal_(-math.inf)
+                neg = sim.topk(n_neg, dim=1).indices
+            st = model.encode_tokens(s_tok[idx], "s")
+            tt = model.encode_tokens(t_tok[idx], "t")
+            terms["ot"], terms["metric_ot_pos_dist"] = ot_contrastive(st, s_m[idx], tt, t_m[idx], neg, p.ot_eps,
+                                                               p.ot_iters, p.tau_ot)
+            total = total + p.w_ot * terms["ot"]
+        terms["loss"] = total
+        return terms
+
+    return batch_loss
+
+
+_EMPTY_HISTORY = pa.schema([("stage", pa.string()), ("epoch", pa.int64()), ("step", pa.int64()),
+                            ("train_loss", pa.float64()), ("val_mr", pa.float64()), ("lr", pa.float64())])
+
+
+def _log_done(stage: str, res: FitResult) -> None:
+    log.info("%s done: best epoch %d, val mR %.2f, %d epochs run", stage, res.best_epoch, res.best_val_mr,
+             len(res.history))
+
+
+def load_teacher(teacher_dir: Path | str, device: torch.device) -> tuple[CrossLingualTeacher | None, dict]:
+    """The frozen teacher (None when the teacher is trivial) and its checkpoint dict."""
+    path = Path(teacher_dir) / "teacher.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"teacher checkpoint not found: {path} (teacher_dir)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("trivial"):
+        return None, ckpt
+    tp = resolve_params(ckpt["params"])
+    teacher = build_teacher(ckpt["text_dim"], tp)
+    teacher.load_state_dict(ckpt["state_dict"])
+    teacher.to(device).eval()
+    for prm in teacher.parameters():
+        prm.requires_grad_(False)
+    return teacher, ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: student
+# --------------------------------------------------------------------------------------------
+
+def build_student(image_dim: int, text_dim: int, p: TrainParams) -> CrossModalStudent:
+    return CrossModalStudent(image_dim, text_dim, p.hidden_dim, p.embed_dim, pooling=p.visual_pooling,
+                             heads=p.attn_heads, use_slots=p.use_slots, n_slots=p.n_slots,
+                             share_text_head=p.share_text_head, dropout=p.dropout)
+
+
+def fuse_image(glob: Tensor, local: Tensor | None, beta: float) -> Tensor:
+    """Single-vector image embedding whose inner product with :func:`fuse_text` is the fused score.
+
+    ``[sqrt(1-b) g ; sqrt(b) m]`` with ``m = normalise(mean_k local_k)``: the score with
+    ``[sqrt(1-b) t ; sqrt(b) t]`` is exactly ``(1-b) t.g + b t.m``, and both vectors stay unit-norm.
+    (The max over slots is not an inner product; at inference it is replaced by the mean slot.)
+    """
+    if local is None or beta <= 0:
+        return glob
+    m = torch.nn.functional.normalize(local.mean(dim=1), dim=-1)
+    return torch.cat([math.sqrt(1 - beta) * glob, math.sqrt(beta) * m], dim=-1)
+
+
+def fuse_text(t: Tensor, beta: float, fused: bool) -> Tensor:
+    if not fused or beta <= 0:
+        return t
+    return torch.cat([math.sqrt(1 - beta) * t, math.sqrt(beta) * t], dim=-1)
+
+
+@torch.no_grad()
+def embed_image_arrays(model: CrossModalStudent, pooled: np.ndarray, tokens: np.ndarray | None,
+                       desc: np.ndarray | None, desc_mask: np.ndarray | None, beta: float, bs: int,
+                       device: torch.device) -> np.ndarray:
+    out = []
+    for i in range(0, len(pooled), bs):
+        sl = slice(i, i + bs)
+        o = model.encode_images(_t(pooled[sl], device), None if tokens is None else _t(tokens[sl], device),
+                                None if desc is None else _t(desc[sl], device),
+                                None if desc_mask is None else _t(desc_mask[sl], device))
+        out.append(fuse_image(o.glob, o.local, beta).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def embed_text_arrays(model: CrossModalStudent, pooled: np.ndarray, beta: float, bs: int, device: torch.device,
+                      side: str = "t") -> np.ndarray:
+    fused = model.slot_module is not None
+    out = [fuse_text(model.encode_text(_t(pooled[i: i + bs], device), side), beta, fused).float().cpu()
+           for i in range(0, len(pooled), bs)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int, out_dir: Path | str,
+                  teacher_dir: Path | str | None) -> None:
+    """CL2CM stage 2 (+ LECCR): visual and text heads trained on images with English and target captions.
+
+    See docs/methods.md for every loss.  Selection on the val mR of val images vs val target queries.
+    """
+    p, device = _setup(params, seed, "train_student")
+    out_dir = Path(out_dir)
+    teacher = None
+    if p.use_teacher:
+        if teacher_dir is None:
+            raise ParamError("param 'use_teacher' is True but teacher_dir is None: run train_teacher first "
+                             "or use a preset without teacher (e.g. 'mt')")
+        teacher, tckpt = load_teacher(teacher_dir, device)
+        if teacher is None:
+            log.info("teacher in %s is trivial (%s): relational distillation off", teacher_dir, tckpt.get("reason"))
+    kw = {"use_mt": p.use_mt, "text_tokens": teacher is not None, "image_tokens": True,
+          "descriptions": p.use_slots, "max_text_tokens": p.max_text_tokens}
+    train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
+    if not train.has_mt:
+        log.info("student: target branch trained on English captions (%s)",
+                 "params use_mt=False" if not p.use_mt else f"no MT into '{inputs.lang}'")
+    image_dim, text_dim = train.img_pooled.shape[1], train.s_pooled.shape[1]
+    seed_everything(seed)
+    model = build_student(image_dim, text_dim, p)
+    if teacher is not None and p.init_text_from_teacher:
+        model.text_t.load_state_dict(teacher.head_t.state_dict())
+        if model.text_s is not model.text_t:
+            model.text_s.load_state_dict(teacher.head_s.state_dict())
+        log.info("student text head(s) initialised from the teacher")
+    batch_loss = _student_loss(model, teacher, train, p, device)
+    beta = p.slot_fusion if p.use_slots else 0.0
+
+    def validate() -> float:
+        img = embed_image_arrays(model, val.img_pooled, val.img_tokens, val.desc, val.desc_mask, beta,
+                                 p.eval_batch_size, device)
+        txt = embed_text_arrays(model, val.t_pooled, beta, p.eval_batch_size, device)
+        return mean_recall(txt, img, val.image_index)
+
+    meta = {"image_dim": image_dim, "text_dim": text_dim, "lang": inputs.lang, "has_mt": train.has_mt,
+            "distilled": teacher is not None}
+    res = fit("student", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device)
+    _log_done("student", res)
+
+
+def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None, d: SplitData, p: TrainParams,
+                  device: torch.device):
+    img_p, img_tok = _t(d.img_pooled, device), _t(d.img_tokens, device)
+    desc, desc_m = _t(d.desc, device), _t(d.desc_mask, device)
+    s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
+    img_of = _t(d.image_index, device)
+    if teacher is not None:  # the teacher is frozen: its embeddings are computed once
+        with torch.no_grad():
+            bs = p.eval_batch_size
+            te_s = _teacher_embed(teacher, s_p, "s", bs)
+            te_t = _teacher_embed(teacher, t_p, "t", bs)
+            s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
+            te_s_tok = torch.cat([teacher.token_summary(s_tok[i: i + bs], s_m[i: i + bs], "s")
+                                  for i in range(0, len(s_tok), bs)])
+            te_t_tok = torch.cat([teacher.token_summary(t_tok[i: i + bs], t_m[i: i + bs], "t")
+                                  for i in range(0, len(t_tok), bs)])
+
+    def batch_loss(idx: Tensor) -> dict[str, Tensor]:
+        idx = idx.to(device)
+        uniq, inv = torch.unique(img_of[idx], return_inverse=True)
+        out = model.encode_images(img_p[uniq], None if img_tok is None else img_tok[uniq],
+                                  None if desc is None else desc[uniq], None if desc_m is None else desc_m[uniq])
+        v = out.glob
+        t = model.encode_text(t_p[idx], "t")
+        s = model.encode_text(s_p[idx], "s")
+        pos = inv.unsqueeze(1) == torch.arange(len(uniq), device=device).unsqueeze(0)  # (B, M): same image
+        terms: dict[str, Tensor] = {"vt": info_nce(t, v, p.tau, pos), "vs": info_nce(s, v, p.tau, pos)}
+        vt_term = terms["vt"]
+        if p.use_soft:
+            s_slot = max_over_slots(s, out.local) if out.local is not None else None
+            targets = soft_targets(s @ v.t(), s_slot, p.soft_alpha, p.soft_tau)
+            terms["soft"] = soft_matching(t @ v.t(), targets, p.soft_tau)
+            vt_term = (1 - p.w_soft) * terms["vt"] + p.w_soft * terms["soft"]
+        total = p.w_vt * vt_term + p.w_vs * terms["vs"]
+        if out.slots is not None:
+            st_t = max_over_slots(t, out.local) / p.tau
+            st_s = max_over_slots(s, out.local) / p.tau
+            terms["slot"] = 0.25 * (multi_positive_nce(st_t, pos) + multi_positive_nce(st_t.t(), pos.t())
+                                    + multi_positive_nce(st_s, pos) + multi_positive_nce(st_s.t(), pos.t()))
+            terms["div"] = slot_diversity(out.slots)
+            terms["align"] = slot_token_alignment(out.slots, out.local, p.tau_align)
+            total = total + p.w_slot * terms["slot"] + p.w_div * terms["div"] + p.w_align * terms["align"]
+        if teacher is not None:
+            # rows: the image of caption i; columns: target captions j (B x B relations)
+            terms["kd"] = relation_kd(te_s[idx] @ te_t[idx].t(), v[inv] @ t.t(), p.tau_kd)
+            fine_student = max_over_slots(t, out.fine)[:, inv].t()  # max over slots / visual tokens
+            terms["kd_fine"] = relation_kd(te_s_tok[idx] @ te_t_tok[idx].t(), fine_student, p.tau_kd)
+            total = total + p.w_kd * terms["kd"] + p.w_kd_fine * terms["kd_fine"]
+        terms["loss"] = total
+        return terms
+
+    return batch_loss

@@ -1,0 +1,15 @@
+"""Snakemake script for rule describe_images: calls ccr.describe.describe_images."""
+
+from ccr.describe import describe_images
+from ccr.io import setup_logging
+
+snakemake = globals()["snakemake"]
+setup_logging(snakemake.log[0])
+spec = snakemake.params.spec
+describe_images(
+    images_path=snakemake.input.images,
+    backend=spec["backend"],
+    params={"threads": snakemake.threads, **spec.get("params", {})},
+    out_path=snakemake.output[0],
+    shard_size=spec.get("shard_size", 64),
+)

@@ -1,0 +1,15 @@
+"""Snakemake script for rule embed_images: calls ccr.features.embed_images."""
+
+from ccr.features import embed_images
+from ccr.io import setup_logging
+
+snakemake = globals()["snakemake"]
+setup_logging(snakemake.log[0])
+spec = snakemake.params.spec
+embed_images(
+    images_path=snakemake.input.images,
+    backend=spec["backend"],
+    params={"threads": snakemake.threads, **spec.get("params", {})},
+    out_path=snakemake.output[0],
+    shard_size=spec.get("shard_size", 64),
+)

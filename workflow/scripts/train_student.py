@@ -1,0 +1,17 @@
+"""Snakemake script for rule train_student: calls ccr.train.train_student (with the teacher when the system has one)."""
+
+from pathlib import Path
+
+from ccr.io import setup_logging
+from ccr.train import TrainInputs, train_student
+
+snakemake = globals()["snakemake"]
+setup_logging(snakemake.log[0])
+teacher = snakemake.input.get("teacher")
+train_student(
+    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.wildcards.lang),
+    params=dict(snakemake.params.train),
+    seed=snakemake.params.seed,
+    out_dir=Path(snakemake.output.checkpoint).parent,
+    teacher_dir=Path(teacher).parent if teacher else None,
+)

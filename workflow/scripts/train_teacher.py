@@ -1,0 +1,15 @@
+"""Snakemake script for rule train_teacher: calls ccr.train.train_teacher."""
+
+from pathlib import Path
+
+from ccr.io import setup_logging
+from ccr.train import TrainInputs, train_teacher
+
+snakemake = globals()["snakemake"]
+setup_logging(snakemake.log[0])
+train_teacher(
+    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.wildcards.lang),
+    params=dict(snakemake.params.train),
+    seed=snakemake.params.seed,
+    out_dir=Path(snakemake.output.checkpoint).parent,
+)
