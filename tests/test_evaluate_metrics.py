@@ -133,3 +133,18 @@ def test_bad_inputs():
 def test_use_gpu_true_without_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="faiss-gpu"):
         recall_at_k(np.eye(2), np.eye(2), np.arange(2), use_gpu=True)
+
+
+def test_gpu_path_wiring(monkeypatch):
+    """With a GPU 'present', scores come from pairwise_distance_gpu (faked here by the CPU kernel)."""
+    calls = []
+
+    def fake_gpu(res, xq, xb, metric):
+        calls.append(xq.shape)
+        return metrics.faiss.pairwise_distances(xq, xb, metric=metric)
+
+    monkeypatch.setattr(metrics, "gpu_available", lambda: True)
+    monkeypatch.setattr(metrics, "_gpu_resources", lambda: None)
+    monkeypatch.setattr(metrics.faiss, "pairwise_distance_gpu", fake_gpu)
+    r = retrieval_ranks(QUERIES, GALLERY, Q2G, use_gpu="auto")
+    assert r.t2i.tolist() == [1, 4, 3, 3, 1] and calls == [(5, 4), (5, 4)]

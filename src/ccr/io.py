@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,12 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
         handlers=handlers,
         force=True,
     )
+
+    # An uncaught error must land in the rule's log too, not only on the terminal.
+    def log_uncaught(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        logging.getLogger("ccr").critical("failed: %s", exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = log_uncaught
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:

@@ -30,7 +30,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
-    def create(self, name: str, **params: Any) -> T:
+    def create(self, name: str, hints: dict[str, Any] | None = None, **params: Any) -> T:
+        """Build backend ``name`` with ``params``.
+
+        ``hints`` are run-time settings the workflow knows (e.g. ``threads`` = the rule's threads);
+        each is passed only when the factory takes a keyword of that name and ``params`` does not set it.
+        """
         if name not in self._factories:
             raise UnknownBackendError(
                 f"unknown {self.stage} backend '{name}'; known backends: {', '.join(self.names())}"
@@ -42,7 +47,22 @@ class Registry(Generic[T]):
             module_name, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module_name), attr)
             self._factories[name] = factory
+        for key, value in (hints or {}).items():
+            if key not in params and _accepts(factory, key):
+                params[key] = value
         try:
             return factory(**params)
         except TypeError as err:
             raise ValueError(f"{self.stage} backend '{name}': bad params {sorted(params)}: {err}") from err
+
+
+def _accepts(factory: Callable[..., Any], keyword: str) -> bool:
+    import inspect
+
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return False
+    return keyword in signature.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+    )

@@ -11,6 +11,8 @@ rule evaluate:
     params:
         student=lambda wc: system_spec(wc.system).student,
         ks=config.get("evaluate", {}).get("ks", [1, 5, 10]),
+        query_lang=lambda wc: language_code(wc.lang),
+        query_pattern=lambda wc: translate_spec(wc.lang).get("query_pattern"),
         tags=lambda wc: {"dataset": DATASET, "system": wc.system, "lang": wc.lang, "seed": int(wc.seed)},
     log:
         f"logs/{DATASET}/evaluate/{{system}}.{{lang}}.seed{{seed}}.log",

@@ -14,7 +14,7 @@ rule report:
         curves=report(f"{REPORT_DIR}/training_curves.png", category="Plots", caption="../report/curves.rst"),
         examples=report(f"{REPORT_DIR}/examples.html", category="Examples", caption="../report/examples.rst"),
     log:
-        f"logs/{DATASET}/report.log",
+        f"logs/{DATASET}/report.{config.get('run_name', 'main')}.log",
     threads: 1
     resources:
         mem_mb=2000,

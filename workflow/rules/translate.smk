@@ -20,3 +20,23 @@ rule translate_captions:
         "../../envs/translate.yaml"
     script:
         "../scripts/translate_captions.py"
+
+
+rule mt_quality:
+    input:
+        source=lambda wc: config["mt_quality"][wc.lang]["source"],
+        reference=lambda wc: config["mt_quality"][wc.lang]["reference"],
+    output:
+        f"{REPORT_DIR}/mt_quality.{{lang}}.json",
+    params:
+        spec=lambda wc: translate_spec(wc.lang),
+        code=lambda wc: language_code(wc.lang),
+    log:
+        f"logs/{DATASET}/mt_quality.{{lang}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/translate.yaml"
+    script:
+        "../scripts/mt_quality.py"

@@ -9,7 +9,8 @@ spec = snakemake.params.spec
 embed_images(
     images_path=snakemake.input.images,
     backend=spec["backend"],
-    params={"threads": snakemake.threads, **spec.get("params", {})},
+    params=dict(spec.get("params", {})),
     out_path=snakemake.output[0],
     shard_size=spec.get("shard_size", 64),
+    hints={"threads": snakemake.threads},
 )

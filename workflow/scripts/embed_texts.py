@@ -9,8 +9,10 @@ spec = snakemake.params.spec
 embed_texts(
     captions_paths=[snakemake.input.captions],
     backend=spec["backend"],
-    params={"threads": snakemake.threads, **spec.get("params", {})},
+    params=dict(spec.get("params", {})),
     out_path=snakemake.output[0],
     with_tokens=spec.get("with_tokens", True),
     shard_size=spec.get("shard_size", 256),
+    hints={"threads": snakemake.threads},
+    skip_unused_human=True,
 )

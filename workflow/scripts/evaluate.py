@@ -8,7 +8,7 @@ from ccr.train import TrainInputs, load_retriever
 
 snakemake = globals()["snakemake"]
 setup_logging(snakemake.log[0])
-inputs = TrainInputs.from_mapping(snakemake.input, lang=snakemake.wildcards.lang)
+inputs = TrainInputs.from_mapping(snakemake.input, lang=snakemake.params.query_lang)
 student = snakemake.input.get("student")
 retriever = load_retriever(Path(student).parent if student else None, inputs, dict(snakemake.params.student))
 evaluate(
@@ -18,4 +18,6 @@ evaluate(
     ks=list(snakemake.params.ks),
     out_dir=Path(snakemake.output.metrics).parent,
     tags=dict(snakemake.params.tags),
+    query_lang=snakemake.params.query_lang,
+    query_pattern=snakemake.params.query_pattern,
 )

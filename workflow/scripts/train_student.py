@@ -9,7 +9,7 @@ snakemake = globals()["snakemake"]
 setup_logging(snakemake.log[0])
 teacher = snakemake.input.get("teacher")
 train_student(
-    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.wildcards.lang),
+    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.params.lang),
     params=dict(snakemake.params.train),
     seed=snakemake.params.seed,
     out_dir=Path(snakemake.output.checkpoint).parent,

@@ -8,7 +8,7 @@ from ccr.train import TrainInputs, train_teacher
 snakemake = globals()["snakemake"]
 setup_logging(snakemake.log[0])
 train_teacher(
-    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.wildcards.lang),
+    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.params.lang),
     params=dict(snakemake.params.train),
     seed=snakemake.params.seed,
     out_dir=Path(snakemake.output.checkpoint).parent,

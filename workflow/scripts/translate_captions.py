@@ -8,7 +8,7 @@ setup_logging(snakemake.log[0])
 spec = snakemake.params.spec
 translate_captions(
     captions_path=snakemake.input.captions,
-    lang=snakemake.wildcards.lang,
+    lang=spec.get("code", snakemake.wildcards.lang),
     backend=spec["backend"],
     params=dict(spec.get("params", {})),
     out_path=snakemake.output[0],

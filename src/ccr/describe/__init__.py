@@ -55,6 +55,7 @@ def describe_images(
     params: dict[str, Any] | None,
     out_path: str | os.PathLike,
     shard_size: int = 64,
+    hints: dict | None = None,
 ) -> None:
     """Describe every image of ``images_path`` with ``backend``; write the description rows to ``out_path``.
 
@@ -65,7 +66,7 @@ def describe_images(
         raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
     out_path = Path(out_path)
     images = read_images(images_path)
-    describer = DESCRIBERS.create(backend, **(params or {}))
+    describer = DESCRIBERS.create(backend, hints=hints, **(params or {}))
     views = int(describer.views)
     if views < 1:
         raise ValueError(f"describe backend '{backend}': views must be >= 1, got {views}")

@@ -65,7 +65,8 @@ def pick_examples(caption_ids: Sequence[str], image_of: Sequence[str], n: int = 
             seen.add(image_of[i])
         if len(chosen) == n:
             return chosen
-    rest = [i for i in order if i not in set(chosen)]
+    taken = set(chosen)
+    rest = [i for i in order if i not in taken]
     return chosen + rest[: n - len(chosen)]
 
 
@@ -78,7 +79,7 @@ def _check_tags(tags: dict, lang: str, metric_names: Sequence[str]) -> dict:
             value = tags[key] = value.item()
         if key in metric_names:
             raise ValueError(f"tag '{key}' collides with a metric column name")
-        if not isinstance(value, str | int | float | bool) or value is None:
+        if not isinstance(value, str | int | float | bool):
             raise ValueError(f"tag '{key}' must be a str/int/float/bool, got {type(value).__name__}")
     return tags
 
@@ -95,8 +96,14 @@ def evaluate(
     out_dir: str | os.PathLike = ".",
     tags: dict | None = None,
     use_gpu: bool | str = "auto",
+    query_lang: str | None = None,
+    query_pattern: str | None = None,
 ) -> dict:
     """Evaluate ``retriever`` on the test split for captions in ``lang``; returns the metrics row.
+
+    ``lang`` names the query set in the tags (e.g. ``de-task2``); the queries are the human test
+    captions in ``query_lang`` (default: ``lang``) whose caption_id matches the regular expression
+    ``query_pattern`` when given (e.g. ``#t2-`` for Multi30K task2 captions).
 
     Writes ``out_dir/metrics.parquet`` (one row: tags, n_queries, n_images, recalls, mr, MedR, MeanR),
     ``out_dir/metrics.json`` (same values) and ``out_dir/examples.parquet`` (top-5 for 20 fixed queries).
@@ -109,13 +116,18 @@ def evaluate(
     images = images.filter(pc.equal(images["split"], "test"))
     if images.num_rows == 0:
         raise ValueError(f"{images_path}: no images with split == 'test'")
+    query_lang = query_lang or lang
     queries = captions.filter(
-        pc.and_(pc.and_(pc.equal(captions["split"], "test"), pc.equal(captions["lang"], lang)),
+        pc.and_(pc.and_(pc.equal(captions["split"], "test"), pc.equal(captions["lang"], query_lang)),
                 pc.equal(captions["origin"], "human"))
     )
+    if query_pattern:
+        queries = queries.filter(pc.match_substring_regex(queries["caption_id"], query_pattern))
     if queries.num_rows == 0:
         langs = sorted(set(captions.filter(pc.equal(captions["split"], "test"))["lang"].to_pylist()))
-        raise ValueError(f"{captions_path}: no human test captions with lang == '{lang}' (test langs present: {langs})")
+        raise ValueError(f"{captions_path}: no human test captions with lang == '{query_lang}'"
+                         f"{f' and caption_id matching {query_pattern!r}' if query_pattern else ''}"
+                         f" (test langs present: {langs})")
 
     image_ids = images["image_id"].to_pylist()
     image_paths = images["path"].to_pylist()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -93,7 +94,7 @@ def _check_resume(writer: ShardedWriter, schema: pa.Schema) -> None:
 
 
 def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out_path: str | os.PathLike,
-                 shard_size: int = 64) -> None:
+                 shard_size: int = 64, hints: dict | None = None) -> None:
     """Image features for every row of ``images_path`` -> ``out_path`` (image_feature_schema)."""
     params = dict(params or {})
     if shard_size < 1:
@@ -108,7 +109,7 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
             + "; ".join(f"image_id '{i}': {p}" for i, p in missing[:3])
         )
 
-    encoder: ImageEncoder = IMAGE_ENCODERS.create(backend, **params)
+    encoder: ImageEncoder = IMAGE_ENCODERS.create(backend, hints=hints, **params)
     schema = image_feature_schema(encoder.dim, encoder.n_tokens, _meta("image", backend, params))
     writer = ShardedWriter(out_path, key="image_id", schema=schema)
     _check_resume(writer, schema)
@@ -139,11 +140,16 @@ def _role(origin: str) -> str:
 
 
 def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str | os.PathLike,
-                with_tokens: bool, shard_size: int = 256) -> None:
+                with_tokens: bool, shard_size: int = 256, hints: dict | None = None,
+                skip_unused_human: bool = False) -> None:
     """Text features for every row of the caption tables -> ``out_path`` (text_feature_schema).
 
     Identical (role, text) pairs are encoded once: pending rows are sorted by (role, text) so
     repeats fall into the same shard, where they are de-duplicated.
+
+    ``skip_unused_human``: leave out human captions in languages other than English outside the
+    test split. Nothing may read them (training is English + MT only; they are queries only on
+    test), and on Multi30K they are most of the rows.
     """
     params = dict(params or {})
     if shard_size < 1:
@@ -151,6 +157,12 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     if isinstance(captions_paths, (str, os.PathLike)):
         captions_paths = [captions_paths]
     table = concat_captions([read_captions(p) for p in captions_paths])
+    if skip_unused_human:
+        unused = pc.and_(pc.and_(pc.equal(table["origin"], "human"), pc.not_equal(table["lang"], "en")),
+                         pc.not_equal(table["split"], "test"))
+        log.info("embed_texts: skipping %d non-English human captions outside test (never read)",
+                 pc.sum(unused.cast("int64")).as_py() or 0)
+        table = table.filter(pc.invert(unused))
     ids = table.column("caption_id").to_pylist()
     rows = {
         cid: (_role(origin), text, lang)
@@ -160,7 +172,7 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
         )
     }
 
-    encoder: TextEncoder = TEXT_ENCODERS.create(backend, **params)
+    encoder: TextEncoder = TEXT_ENCODERS.create(backend, hints=hints, **params)
     if with_tokens and not encoder.token_dim:
         raise ValueError(f"text encoder '{backend}' gives no token features; set with_tokens=False")
     # Fail now, not after hours, when a language is unsupported (USE has no Czech).

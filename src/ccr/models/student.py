@@ -16,7 +16,7 @@ class ImageOutput:
     """What the student computes for a batch of images."""
 
     glob: Tensor               # (B, D) normalised global embedding (slot-enhanced when slots are on)
-    fine: Tensor               # (B, K, D) normalised local slot features, or (B, T, D) visual tokens without slots
+    fine: Tensor | None        # (B, K, D) local slot features, or (B, T, D) visual tokens (None if not asked)
     slots: Tensor | None       # (B, K, D) semantic slots (before normalisation), None without slots
     local: Tensor | None       # (B, K, D) normalised slot-level local features, None without slots
 
@@ -39,10 +39,16 @@ class CrossModalStudent(nn.Module):
         return (self.text_s if side == "s" else self.text_t)(pooled)
 
     def encode_images(self, pooled: Tensor, tokens: Tensor | None, desc: Tensor | None = None,
-                      desc_mask: Tensor | None = None) -> ImageOutput:
+                      desc_mask: Tensor | None = None, need_fine: bool = True) -> ImageOutput:
         """pooled (B, Di); tokens (B, T, Di) or None (then the pooled vector is the only token);
-        desc (B, V, Dt) description-view features with desc_mask (B, V) (required with slots)."""
+        desc (B, V, Dt) description-view features with desc_mask (B, V) (required with slots).
+        ``need_fine=False`` allows skipping the per-token projection when nothing needs it."""
         g = self.visual.global_proj(pooled)
+        if self.slot_module is None and self.visual.pooling == "mean" and not need_fine:
+            # mean(token_proj(tok)) == token_proj(mean(tok)) (linear): 1/T of the cost, same result
+            pooled_in = pooled if tokens is None else tokens.mean(dim=1)
+            glob = F.normalize(g + self.visual.project_tokens(pooled_in), dim=-1)
+            return ImageOutput(glob=glob, fine=None, slots=None, local=None)
         tok = self.visual.project_tokens(pooled.unsqueeze(1) if tokens is None else tokens)
         slots = local = None
         if self.slot_module is not None:

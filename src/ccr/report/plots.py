@@ -68,7 +68,10 @@ def run_label(rec: dict, run_cols: list[str]) -> str:
     parts = [f"{c}={rec[c]}" if c in ("seed", "run") else str(rec[c]) for c in run_cols if rec.get(c) is not None]
     if parts:
         return " / ".join(parts)
-    return "/".join(Path(rec["filename"]).parent.parts[-4:])
+    parts = Path(rec["filename"]).parent.parts
+    if parts and parts[-1] == str(rec.get("stage")):  # .../seed0/teacher/history.parquet: stage is drawn apart
+        parts = parts[:-1]
+    return "/".join(parts[-3:])
 
 
 def training_curves(history: pa.Table | None) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,11 +36,29 @@ class TrainInputs:
     captions: Path                     # human captions (en all splits; target-language refs on test)
     translations: Path | None          # mt rows (lang=target, source_id=English caption_id); may be EMPTY
     descriptions: Path | None          # description rows (caption_id f"{image_id}#desc{k}")
-    image_features: Path
+    image_features: Path | None        # None only where no image is needed (the text-only teacher)
     caption_features: Path             # text features for the captions table rows
     translation_features: Path | None
     description_features: Path | None
     lang: str                          # target language
+
+    @classmethod
+    def from_mapping(cls, mapping: Any, lang: str) -> TrainInputs:
+        """Build from a mapping of field name -> path (e.g. Snakemake's ``input``); other keys are ignored.
+
+        ``images``, ``captions`` and ``caption_features`` are required; absent optional fields are None.
+        """
+        def get(key: str) -> Path | None:
+            value = mapping.get(key) if hasattr(mapping, "get") else getattr(mapping, key, None)
+            return Path(str(value)) if value else None
+
+        missing = [k for k in ("images", "captions", "caption_features") if get(k) is None]
+        if missing:
+            raise KeyError(f"TrainInputs.from_mapping: missing required input(s) {missing}")
+        return cls(images=get("images"), captions=get("captions"), translations=get("translations"),
+                   descriptions=get("descriptions"), image_features=get("image_features"),
+                   caption_features=get("caption_features"), translation_features=get("translation_features"),
+                   description_features=get("description_features"), lang=lang)
 
     def has_translations(self) -> bool:
         """True when a non-empty translations table exists (read from the Parquet footer only)."""
@@ -92,8 +111,12 @@ def _features_from_table(table: pa.Table, key: str, path: Path) -> Features:
     return feats
 
 
-def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what: str) -> Features:
-    """Features of exactly ``ids`` (in that order); other rows are filtered out while reading."""
+def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what: str,
+                      allow_missing: bool = False) -> Features:
+    """Features of exactly ``ids`` (in that order); other rows are filtered out while reading.
+
+    A missing id is a KeyError naming the file, unless ``allow_missing`` (then it is skipped).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what}: feature table not found: {path}")
@@ -108,6 +131,9 @@ def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what:
         return Features(ids=[], pooled=np.zeros((0, schema.field("pooled").type.list_size), np.float32))
     table = pq.read_table(path, columns=columns, filters=[(key, "in", sorted(set(ids)))])
     feats = _features_from_table(table, key, path)
+    if allow_missing:
+        present = set(feats.ids)
+        ids = [i for i in ids if i in present]
     try:
         return feats.take(list(ids))
     except KeyError as err:
@@ -231,8 +257,12 @@ def load_descriptions(inputs: TrainInputs, image_ids: list[str], split: str | No
 
 
 def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tokens: bool = False,
-               image_tokens: bool = True, descriptions: bool = True, max_text_tokens: int = 32) -> SplitData:
-    """Everything training needs from ``split`` ("train" or "val"), leakage-guarded."""
+               images: bool = True, image_tokens: bool = True, descriptions: bool = True,
+               max_text_tokens: int = 32) -> SplitData:
+    """Everything training needs from ``split`` ("train" or "val"), leakage-guarded.
+
+    ``images=False`` (the text-only teacher) reads no image features (``img_pooled`` is then (m, 0)).
+    """
     _check_split(split)
     caps = read_english_captions(inputs.captions, split)
     if caps.num_rows == 0:
@@ -264,16 +294,19 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
         t = read_feature_rows(inputs.translation_features, target_ids, text_tokens, "translation features")
     else:
         t = s
-    img = read_feature_rows(inputs.image_features, image_ids, False, "image features")
-    img_tokens = None
-    if image_tokens and "tokens" in pq.read_schema(inputs.image_features).names:
-        img_tokens = read_feature_rows(inputs.image_features, image_ids, True, "image features").tokens
+    img_pooled, img_tokens = np.zeros((len(image_ids), 0), np.float32), None
+    if images:
+        if inputs.image_features is None:
+            raise ValueError("TrainInputs.image_features is None but the student needs image features")
+        with_tok = image_tokens and "tokens" in pq.read_schema(inputs.image_features).names
+        img = read_feature_rows(inputs.image_features, image_ids, with_tok, "image features")
+        img_pooled, img_tokens = img.pooled, img.tokens
     desc = desc_mask = None
     if descriptions:
         desc, desc_mask = load_descriptions(inputs, image_ids, split)
     data = SplitData(split=split, caption_ids=cap_ids, target_ids=target_ids, image_ids=image_ids,
                      image_index=np.array([pos[i] for i in cap_imgs], np.int64), s_pooled=s.pooled,
-                     t_pooled=t.pooled, img_pooled=img.pooled, img_tokens=img_tokens, desc=desc,
+                     t_pooled=t.pooled, img_pooled=img_pooled, img_tokens=img_tokens, desc=desc,
                      desc_mask=desc_mask, has_mt=has_mt)
     if text_tokens:
         data.s_tokens, data.s_mask = pad_tokens(s.token_list or [], max_text_tokens)

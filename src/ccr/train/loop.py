@@ -114,19 +114,26 @@ def fit(
     validate: Callable[[], float],
     meta: dict[str, Any],
     device: torch.device,
+    epoch_order: Callable[[torch.Generator], Tensor] | None = None,
+    rows_per_epoch: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``n_train`` rows; ``batch_loss(row_idx)`` returns {"loss": total, term: value}.
 
-    ``validate()`` returns the val mR (model already in eval mode, no grad).  Writes out_dir/{stage}.pt
-    (best weights + ``meta``), out_dir/last.pt and out_dir/history.parquet.
+    ``validate()`` returns the val mR (model already in eval mode, no grad).  ``epoch_order(gen)`` gives
+    the rows of one epoch in batch order (default: a permutation of all ``n_train`` rows), with
+    ``rows_per_epoch`` rows.  Writes out_dir/{stage}.pt (best weights + ``meta``), out_dir/last.pt and
+    out_dir/history.parquet.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if n_train < 2:
         raise ValueError(f"{stage}: need at least 2 training rows, got {n_train}")
-    bs = min(params.batch_size, n_train)
-    steps_per_epoch = n_train // bs  # drop the ragged last batch (a batch of 1 has no negatives)
+    per_epoch = rows_per_epoch or n_train
+    if per_epoch < 2:
+        raise ValueError(f"{stage}: need at least 2 rows per epoch, got {per_epoch}")
+    bs = min(params.batch_size, per_epoch)
+    steps_per_epoch = per_epoch // bs  # drop the ragged last batch (a batch of 1 has no negatives)
     total_steps = steps_per_epoch * params.epochs
     sig = signature(stage, params, seed, n_train)
 
@@ -165,8 +172,11 @@ def fit(
             ep_start = time.monotonic()
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(n_train, generator=gen)
+            order = torch.randperm(n_train, generator=gen) if epoch_order is None else epoch_order(gen)
+            if len(order) != per_epoch:
+                raise RuntimeError(f"{stage}: epoch_order gave {len(order)} rows, expected {per_epoch}")
             sums: dict[str, float] = {}
+            last_note = ep_start
             for b in range(steps_per_epoch):
                 idx = order[b * bs: (b + 1) * bs]
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
@@ -184,6 +194,11 @@ def fit(
                 step += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if time.monotonic() - last_note > 30.0:  # in-epoch progress, only for long epochs
+                    last_note = time.monotonic()
+                    rate = (b + 1) / (last_note - ep_start)
+                    log.info("%s epoch %d: step %d/%d, %.2f steps/s, epoch ETA %.0fs", stage, epoch + 1, b + 1,
+                             steps_per_epoch, rate, (steps_per_epoch - b - 1) / rate)
             model.eval()
             with torch.no_grad():
                 val_mr = float(validate())

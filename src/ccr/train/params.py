@@ -32,6 +32,8 @@ class TrainParams:
     # --- optimisation --------------------------------------------------------------------------
     epochs: int = 30
     batch_size: int = 128
+    sampler: str = "caption"         # student epochs: "caption" (every caption once) | "image" (one random
+                                     # caption per image: each image is encoded once per epoch, ~K x cheaper)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_frac: float = 0.1         # fraction of all steps with linear warm-up, then cosine decay to 0
@@ -74,6 +76,8 @@ class TrainParams:
     def validate(self) -> TrainParams:
         if self.visual_pooling not in ("mean", "attention"):
             raise ParamError(f"param 'visual_pooling' must be 'mean' or 'attention', got {self.visual_pooling!r}")
+        if self.sampler not in ("caption", "image"):
+            raise ParamError(f"param 'sampler' must be 'caption' or 'image', got {self.sampler!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ParamError(f"param 'device' must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for key in ("embed_dim", "hidden_dim", "epochs", "batch_size", "n_slots", "ot_iters", "max_text_tokens",

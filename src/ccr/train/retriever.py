@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from ccr.evaluate.metrics import l2_normalise
 from ccr.train.inputs import TrainInputs, load_descriptions, read_feature_rows
 from ccr.train.params import resolve_params
 from ccr.train.stages import build_student, embed_image_arrays, embed_text_arrays
@@ -28,39 +29,24 @@ class Retriever(Protocol):
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(n > 0, n, 1.0), dtype=np.float32)
-
-
 def _text_pooled(inputs: TrainInputs, caption_ids: list[str]) -> np.ndarray:
     """Pooled text features of ``caption_ids`` from caption_features, falling back to translation_features."""
     ids = list(caption_ids)
-    if not ids:
-        dim = pq.read_schema(inputs.caption_features).field("pooled").type.list_size
-        return np.zeros((0, dim), np.float32)
-    found = read_feature_rows_partial(inputs.caption_features, ids)
-    missing = [i for i in ids if i not in found]
-    if missing and inputs.translation_features is not None:
-        found.update(read_feature_rows_partial(inputs.translation_features, missing))
+    found: dict[str, np.ndarray] = {}
+    sources = [inputs.caption_features] + ([inputs.translation_features] if inputs.translation_features else [])
+    for path in sources:
         missing = [i for i in ids if i not in found]
+        if not missing:
+            break
+        feats = read_feature_rows(path, missing, False, "text features", allow_missing=True)
+        found.update(zip(feats.ids, feats.pooled, strict=True))
+    missing = [i for i in ids if i not in found]
     if missing:
-        where = [str(inputs.caption_features)] + ([str(inputs.translation_features)]
-                                                  if inputs.translation_features else [])
-        raise KeyError(f"{len(missing)} caption id(s) have no text features in {where}, e.g. {missing[:3]}")
+        raise KeyError(f"{len(missing)} caption id(s) have no text features in {[str(p) for p in sources]}, "
+                       f"e.g. {missing[:3]}")
+    if not ids:
+        return np.zeros((0, pq.read_schema(inputs.caption_features).field("pooled").type.list_size), np.float32)
     return np.stack([found[i] for i in ids]).astype(np.float32)
-
-
-def read_feature_rows_partial(path: Path | str, ids: list[str]) -> dict[str, np.ndarray]:
-    """id -> pooled vector for the ids of ``ids`` present in ``path`` (absent ids are skipped)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"text feature table not found: {path}")
-    table = pq.read_table(path, columns=["caption_id", "pooled"], filters=[("caption_id", "in", sorted(set(ids)))])
-    pooled = table.column("pooled").combine_chunks()
-    mat = pooled.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(pooled), -1)
-    return dict(zip(table.column("caption_id").to_pylist(), mat, strict=True))
 
 
 class ZeroShotRetriever:
@@ -80,10 +66,10 @@ class ZeroShotRetriever:
         desc, mask = load_descriptions(self.inputs, list(image_ids), split=None)
         desc = desc / np.maximum(np.linalg.norm(desc, axis=-1, keepdims=True), 1e-12)
         mean = (desc * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
-        return _normalise(mean)
+        return l2_normalise(mean, "zero-shot image embeddings")
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
-        return _normalise(_text_pooled(self.inputs, caption_ids))
+        return l2_normalise(_text_pooled(self.inputs, caption_ids), "text embeddings")
 
 
 class StudentRetriever:
@@ -97,6 +83,8 @@ class StudentRetriever:
         given.pop("preset", None)
         overrides = {k: v for k, v in given.items() if k in INFERENCE_KEYS}
         self.params = resolve_params({**ckpt["params"], **overrides})
+        if self.params.num_threads:
+            torch.set_num_threads(self.params.num_threads)
         from ccr.train.loop import pick_device
 
         self.device = pick_device(self.params.device)
@@ -106,25 +94,32 @@ class StudentRetriever:
         self.inputs = inputs
         self.beta = self.params.slot_fusion if self.params.use_slots else 0.0
         self.dim = self.params.embed_dim * (2 if self.beta > 0 else 1)
+        if inputs.image_features is None:
+            raise ValueError("TrainInputs.image_features is None: a trained student needs image features")
         self.has_tokens = "tokens" in pq.read_schema(inputs.image_features).names
+        self.read_chunk = 2048
         log.info("loaded student %s (epoch %d, val mR %.2f, slot fusion %.2f)", ckpt_path, ckpt["epoch"],
                  ckpt["val_mr"], self.beta)
 
     def embed_images(self, image_ids: list[str]) -> np.ndarray:
         ids = list(image_ids)
         p = self.params
-        feats = read_feature_rows(self.inputs.image_features, ids, self.has_tokens, "image features")
-        desc = mask = None
-        if p.use_slots:
-            desc, mask = load_descriptions(self.inputs, ids, split=None)
-        out = embed_image_arrays(self.model, feats.pooled, feats.tokens, desc, mask, self.beta,
-                                 p.eval_batch_size, self.device)
-        return _normalise(out.reshape(len(ids), self.dim))
+        out = [np.zeros((0, self.dim), np.float32)]
+        for start in range(0, len(ids), self.read_chunk):  # bounded memory: grid tokens are large
+            chunk = ids[start: start + self.read_chunk]
+            feats = read_feature_rows(self.inputs.image_features, chunk, self.has_tokens, "image features")
+            desc = mask = None
+            if p.use_slots:
+                desc, mask = load_descriptions(self.inputs, chunk, split=None)
+            emb = embed_image_arrays(self.model, feats.pooled, feats.tokens, desc, mask, self.beta,
+                                     p.eval_batch_size, self.device)
+            out.append(emb.reshape(len(chunk), self.dim))
+        return l2_normalise(np.concatenate(out), "image embeddings")
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
         pooled = _text_pooled(self.inputs, list(caption_ids))
         out = embed_text_arrays(self.model, pooled, self.beta, self.params.eval_batch_size, self.device)
-        return _normalise(out.reshape(len(pooled), self.dim))
+        return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
 
 
 def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: dict[str, Any] | None) -> Retriever:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from ccr.train.metrics import mean_recall
 from ccr.train.params import ParamError, TrainParams, resolve_params
 
 log = logging.getLogger("ccr.train")
+
+BatchLoss = Callable[[Tensor], dict[str, Tensor]]  # row indices -> {"loss": total, term: value}
 
 
 def _setup(params: dict[str, Any] | TrainParams | None, seed: int, what: str) -> tuple[TrainParams, torch.device]:
@@ -79,7 +82,7 @@ def train_teacher(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
                     out_dir / "teacher.pt")
         write_table_atomic(pa.Table.from_pylist([], schema=_EMPTY_HISTORY), out_dir / "history.parquet")
         return
-    kw = {"use_mt": True, "text_tokens": True, "image_tokens": False, "descriptions": False,
+    kw = {"use_mt": True, "text_tokens": True, "images": False, "descriptions": False,
           "max_text_tokens": p.max_text_tokens}
     train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
     text_dim = train.s_pooled.shape[1]
@@ -97,7 +100,7 @@ def train_teacher(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
     _log_done("teacher", res)
 
 
-def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TrainParams, device: torch.device):
+def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TrainParams, device: torch.device) -> BatchLoss:
     """``batch_loss(row_idx)`` of the teacher: sentence InfoNCE(s, t) + token-level OT contrastive."""
     s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
     s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
@@ -189,7 +192,7 @@ def embed_image_arrays(model: CrossModalStudent, pooled: np.ndarray, tokens: np.
         sl = slice(i, i + bs)
         o = model.encode_images(_t(pooled[sl], device), None if tokens is None else _t(tokens[sl], device),
                                 None if desc is None else _t(desc[sl], device),
-                                None if desc_mask is None else _t(desc_mask[sl], device))
+                                None if desc_mask is None else _t(desc_mask[sl], device), need_fine=False)
         out.append(fuse_image(o.glob, o.local, beta).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -229,10 +232,15 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
     seed_everything(seed)
     model = build_student(image_dim, text_dim, p)
     if teacher is not None and p.init_text_from_teacher:
-        model.text_t.load_state_dict(teacher.head_t.state_dict())
-        if model.text_s is not model.text_t:
-            model.text_s.load_state_dict(teacher.head_s.state_dict())
-        log.info("student text head(s) initialised from the teacher")
+        shapes = {k: v.shape for k, v in teacher.head_t.state_dict().items()}
+        if shapes == {k: v.shape for k, v in model.text_t.state_dict().items()}:
+            model.text_t.load_state_dict(teacher.head_t.state_dict())
+            if model.text_s is not model.text_t:
+                model.text_s.load_state_dict(teacher.head_s.state_dict())
+            log.info("student text head(s) initialised from the teacher")
+        else:
+            log.info("teacher and student text heads differ in shape (embed/hidden dims): not initialising "
+                     "the student from the teacher")
     batch_loss = _student_loss(model, teacher, train, p, device)
     beta = p.slot_fusion if p.use_slots else 0.0
 
@@ -244,12 +252,31 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
 
     meta = {"image_dim": image_dim, "text_dim": text_dim, "lang": inputs.lang, "has_mt": train.has_mt,
             "distilled": teacher is not None}
-    res = fit("student", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device)
+    order_fn, per_epoch = None, None
+    if p.sampler == "image":
+        order_fn, per_epoch = image_sampler(train.image_index), len(train.image_ids)
+    res = fit("student", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device,
+              epoch_order=order_fn, rows_per_epoch=per_epoch)
     _log_done("student", res)
 
 
+def image_sampler(image_index: np.ndarray) -> Callable[[torch.Generator], Tensor]:
+    """Epoch order for ``sampler="image"``: every image once (shuffled), each with one random caption."""
+    img = torch.from_numpy(np.asarray(image_index, np.int64))
+    by_image = torch.argsort(img, stable=True)              # caption rows grouped by image
+    counts = torch.bincount(img)
+    starts = torch.cumsum(counts, 0) - counts
+
+    def order(gen: torch.Generator) -> Tensor:
+        pick = (torch.rand(len(counts), generator=gen) * counts).long().clamp_max(counts - 1)
+        rows = by_image[starts + pick]
+        return rows[torch.randperm(len(counts), generator=gen)]
+
+    return order
+
+
 def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None, d: SplitData, p: TrainParams,
-                  device: torch.device):
+                  device: torch.device) -> BatchLoss:
     img_p, img_tok = _t(d.img_pooled, device), _t(d.img_tokens, device)
     desc, desc_m = _t(d.desc, device), _t(d.desc_mask, device)
     s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
@@ -269,7 +296,8 @@ def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None,
         idx = idx.to(device)
         uniq, inv = torch.unique(img_of[idx], return_inverse=True)
         out = model.encode_images(img_p[uniq], None if img_tok is None else img_tok[uniq],
-                                  None if desc is None else desc[uniq], None if desc_m is None else desc_m[uniq])
+                                  None if desc is None else desc[uniq], None if desc_m is None else desc_m[uniq],
+                                  need_fine=teacher is not None)
         v = out.glob
         t = model.encode_text(t_p[idx], "t")
         s = model.encode_text(s_p[idx], "s")

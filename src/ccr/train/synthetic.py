@@ -53,7 +53,7 @@ def make_synthetic(root: Path | str, *, n_images: dict[str, int] | None = None, 
             z = rng.normal(size=latent)
             images.append({"image_id": iid, "path": f"images/{iid}.jpg", "split": split})
             img_ids.append(iid)
-            grid = (z @ w_img)[None] + noise * rng.normal(size=(n_tokens, image_dim))
+            grid = (z @ w_img)[None] + noise * rng.normal(size=(max(n_tokens, 1), image_dim))
             img_tok.append(grid)
             img_pooled.append(grid.mean(0))
             for c in range(caps_per_image):
@@ -81,9 +81,11 @@ def make_synthetic(root: Path | str, *, n_images: dict[str, int] | None = None, 
     write_table_atomic(pa.Table.from_pylist(caps, schema=CAPTIONS_SCHEMA), root / "captions.parquet")
     write_table_atomic(pa.Table.from_pylist(mts, schema=CAPTIONS_SCHEMA), root / f"mt-{lang}.parquet")
     write_table_atomic(pa.Table.from_pylist(descs, schema=CAPTIONS_SCHEMA), root / "descriptions.parquet")
-    img_table = pa.Table.from_arrays(
-        [pa.array(img_ids, pa.string()), fixed_list(np.array(img_pooled)), fixed_grid(np.array(img_tok))],
-        schema=image_feature_schema(image_dim, n_tokens, {"name": "synthetic"}))
+    columns = [pa.array(img_ids, pa.string()), fixed_list(np.array(img_pooled))]
+    if n_tokens:  # n_tokens=0: an encoder without a token grid (pooled vectors only)
+        columns.append(fixed_grid(np.array(img_tok)))
+    img_table = pa.Table.from_arrays(columns, schema=image_feature_schema(image_dim, n_tokens or None,
+                                                                          {"name": "synthetic"}))
     write_table_atomic(img_table, root / "image_features.parquet")
     names = {"captions": "caption_features", "mt": "translation_features", "desc": "description_features"}
     for kind, f in text_feats.items():

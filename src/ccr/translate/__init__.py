@@ -89,6 +89,7 @@ def translate_captions(
     params: dict[str, Any] | None,
     out_path: str | os.PathLike,
     shard_size: int = 256,
+    hints: dict | None = None,
 ) -> None:
     """Translate the en human train/val captions of ``captions_path`` into ``lang``; write ``out_path``.
 
@@ -100,7 +101,7 @@ def translate_captions(
     if shard_size < 1:
         raise ValueError(f"translate: shard_size must be >= 1, got {shard_size}")
     out_path = Path(out_path)
-    translator = TRANSLATORS.create(backend, **(params or {}))
+    translator = TRANSLATORS.create(backend, hints=hints, **(params or {}))
     if not translator.supports("en", lang):
         raise TranslationError(f"translate backend '{backend}' cannot translate en->{lang}")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+from pathlib import Path
+
 import sacrebleu
 
 
@@ -18,3 +22,40 @@ def mt_quality(hyps: list[str], refs: list[str]) -> dict[str, float]:
     bleu = sacrebleu.corpus_bleu(hyps, [refs])
     chrf = sacrebleu.corpus_chrf(hyps, [refs])
     return {"bleu": float(bleu.score), "chrf": float(chrf.score), "n": len(hyps)}
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """One sentence per line from a plain or gzip-compressed text file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mt_quality: file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def score_backend(backend: str, params: dict, source: str | Path, reference: str | Path, src_lang: str,
+                  tgt_lang: str, out_path: str | Path, limit: int | None = None) -> dict:
+    """Translate ``source`` with ``backend`` and score it against ``reference``; writes JSON to ``out_path``.
+
+    Used on Multi30K test_2016 (en -> fr) to report how noisy the training translations are.
+    """
+    from ccr.translate import TRANSLATORS
+
+    sources, references = read_lines(source), read_lines(reference)
+    if len(sources) != len(references):
+        raise ValueError(f"mt_quality: {source} has {len(sources)} lines but {reference} has {len(references)}")
+    if limit:
+        sources, references = sources[:limit], references[:limit]
+    translator = TRANSLATORS.create(backend, **(params or {}))
+    if not translator.supports(src_lang, tgt_lang):
+        raise ValueError(f"mt_quality: backend '{backend}' cannot translate {src_lang}->{tgt_lang}")
+    hyps = translator.translate(sources, src_lang, tgt_lang)
+    scores = {"backend": backend, "src": src_lang, "tgt": tgt_lang, "source": str(source),
+              "reference": str(reference), **mt_quality(hyps, references)}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    tmp.replace(out_path)
+    return scores

@@ -83,8 +83,13 @@ def build(
     require_images: str = "available",
     split_files: Mapping[str, str | Path] | None = None,
     image_ext: str = ".jpg",
+    task2_langs: Sequence[str] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Images + captions of Multi30K. Deterministic; ``seed`` is unused (no sampling)."""
+    """Images + captions of Multi30K. Deterministic; ``seed`` is unused (no sampling).
+
+    ``task2_langs`` narrows the task2 languages (default: those of ``langs`` that task2 has), e.g.
+    ``[de]`` to take task2's German queries without its 31k extra English captions.
+    """
     del out_dir, seed  # nothing generated, nothing random
     root, image_dir = Path(root), Path(image_dir).resolve()
     tasks, langs = tuple(tasks), tuple(langs)
@@ -110,7 +115,7 @@ def build(
             for lang in langs:
                 cap = need_file(root / "task1" / "raw" / f"{m30k_split}.{lang}.gz", "task1 caption file")
                 sources.append((cap, names, f"t1-{lang}", lang, m30k_split))
-        t2_langs = [lang for lang in langs if lang in TASK2_LANGS]
+        t2_langs = [lang for lang in (langs if task2_langs is None else task2_langs) if lang in TASK2_LANGS]
         if "task2" in tasks and t2_langs:
             t2_name, list_path = _task2_split_files(root, m30k_split)
             names = _read_image_list(list_path, image_ext, "task2 image list")

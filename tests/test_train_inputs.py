@@ -1,0 +1,134 @@
+"""The training loader never yields test rows or non-English human captions; params are strict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ccr.data.tables import CAPTIONS_SCHEMA, TableError
+from ccr.io import write_table_atomic
+from ccr.train import PRESETS, LeakageError, ParamError, load_split, needs_teacher, resolve_params
+from ccr.train.synthetic import make_synthetic
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("syn"), n_images={"train": 6, "val": 4, "test": 4})
+
+
+def _all_captions(inputs):
+    return pq.read_table(inputs.captions).to_pylist()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_loader_only_english_human_rows_of_the_split(data, split):
+    d = load_split(data, split, text_tokens=True)
+    rows = {r["caption_id"]: r for r in _all_captions(data)}
+    assert d.caption_ids, "split must not be empty"
+    for cid in d.caption_ids:
+        assert rows[cid]["lang"] == "en" and rows[cid]["origin"] == "human" and rows[cid]["split"] == split
+    assert all(i.startswith(split) for i in d.image_ids)
+    assert all(t == f"{c}#mt-fr" for c, t in zip(d.caption_ids, d.target_ids, strict=True))
+    # every English en caption of the split is used, nothing else
+    expected = {c for c, r in rows.items() if r["split"] == split and r["lang"] == "en"}
+    assert set(d.caption_ids) == expected
+    assert d.has_mt and d.s_tokens is not None and d.s_tokens.shape[0] == len(d.caption_ids)
+    assert d.desc is not None and d.desc_mask.all()
+
+
+def test_loader_refuses_test_split(data):
+    with pytest.raises(LeakageError):
+        load_split(data, "test")
+
+
+def test_loader_filters_injected_forbidden_rows(tmp_path):
+    inputs = make_synthetic(tmp_path, n_images={"train": 4, "val": 2, "test": 2})
+    caps = pq.read_table(inputs.captions).to_pylist()
+    # a French human caption and a German MT row slipped into train: neither may be read
+    caps.append({"caption_id": "train000#fr-human", "image_id": "train000", "lang": "fr", "text": "une photo",
+                 "origin": "human", "split": "train", "source_id": None})
+    write_table_atomic(pa.Table.from_pylist(caps, schema=CAPTIONS_SCHEMA), inputs.captions)
+    mts = pq.read_table(inputs.translations).to_pylist()
+    mts.append({"caption_id": "x#mt-de", "image_id": "train000", "lang": "de", "text": "ein Bild", "origin": "mt",
+                "split": "train", "source_id": "train000#en0"})
+    write_table_atomic(pa.Table.from_pylist(mts, schema=CAPTIONS_SCHEMA), inputs.translations)
+    d = load_split(inputs, "train", descriptions=False)
+    assert "train000#fr-human" not in d.caption_ids and "x#mt-de" not in d.target_ids
+    assert all(r.endswith("#mt-fr") for r in d.target_ids)
+
+
+def test_caption_of_test_image_in_train_is_an_error(tmp_path):
+    inputs = make_synthetic(tmp_path, n_images={"train": 3, "val": 2, "test": 2})
+    caps = pq.read_table(inputs.captions).to_pylist()
+    caps.append({"caption_id": "leak", "image_id": "test000", "lang": "en", "text": "x", "origin": "human",
+                 "split": "train", "source_id": None})
+    write_table_atomic(pa.Table.from_pylist(caps, schema=CAPTIONS_SCHEMA), inputs.captions)
+    with pytest.raises(TableError, match="image_id"):
+        load_split(inputs, "train", descriptions=False)
+
+
+def test_empty_translations_use_english(tmp_path):
+    inputs = make_synthetic(tmp_path, n_images={"train": 3, "val": 2, "test": 1}, with_mt=False)
+    assert pq.read_metadata(inputs.translations).num_rows == 0
+    d = load_split(inputs, "val", descriptions=False)
+    assert not d.has_mt and d.target_ids == d.caption_ids
+    assert (d.t_pooled == d.s_pooled).all()
+
+
+def test_missing_file_is_named(data):
+    bad = dataclasses.replace(data, image_features=data.image_features.with_name("nope.parquet"))
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        load_split(bad, "val", descriptions=False)
+
+
+def test_params_unknown_key_and_types():
+    with pytest.raises(ParamError, match="embed_dimm"):
+        resolve_params({"embed_dimm": 3})
+    with pytest.raises(ParamError, match="'epochs'"):
+        resolve_params({"epochs": 2.5})
+    with pytest.raises(ParamError, match="visual_pooling"):
+        resolve_params({"visual_pooling": "max"})
+    with pytest.raises(ParamError, match="preset"):
+        resolve_params({"preset": "nope"})
+    p = resolve_params({"preset": "mt+slots", "lr": 1, "n_slots": 2})
+    assert p.use_slots and not p.use_teacher and not p.use_soft and p.lr == 1.0 and isinstance(p.lr, float)
+
+
+def test_presets_cover_the_ablation_table():
+    assert set(PRESETS) == {"zero-shot", "english-only", "mt", "mt+teacher", "mt+slots", "mt+soft", "full"}
+    for name, over in PRESETS.items():
+        resolve_params(over)
+        assert needs_teacher(over) == (name in ("mt+teacher", "full"))
+    assert not resolve_params(PRESETS["english-only"]).use_mt
+
+
+def test_description_views_from_feature_ids_when_no_table(data):
+    with_table = load_split(data, "val")
+    without = load_split(dataclasses.replace(data, descriptions=None), "val")
+    assert (with_table.desc == without.desc).all() and (with_table.desc_mask == without.desc_mask).all()
+
+
+def test_from_mapping_like_the_workflow(data):
+    from types import SimpleNamespace
+
+    from ccr.train import TrainInputs
+
+    full = {k: str(v) for k, v in dataclasses.asdict(data).items() if k != "lang"}
+    built = TrainInputs.from_mapping({**full, "teacher": "x/teacher.pt"}, lang="fr")  # extra keys ignored
+    assert built == data
+    teacher_only = {k: full[k] for k in ("images", "captions", "translations", "caption_features",
+                                         "translation_features")}
+    t = TrainInputs.from_mapping(SimpleNamespace(**teacher_only), lang="fr")
+    assert t.image_features is None and t.descriptions is None and t.translations == data.translations
+    d = load_split(t, "val", images=False, descriptions=False, text_tokens=True)
+    assert d.img_pooled.shape == (len(d.image_ids), 0) and d.has_mt
+    with pytest.raises(ValueError, match="image_features"):
+        load_split(t, "val", descriptions=False)
+    with pytest.raises(KeyError, match="caption_features"):
+        TrainInputs.from_mapping({"images": "a", "captions": "b"}, lang="fr")

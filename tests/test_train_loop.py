@@ -1,0 +1,210 @@
+"""End-to-end tiny training: learning, determinism, resume, teacher skip, retrievers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ccr.train import (
+    ParamError,
+    TrainingInterrupted,
+    load_retriever,
+    load_split,
+    needs_teacher,
+    train_student,
+    train_teacher,
+)
+from ccr.train.metrics import mean_recall
+from ccr.train.params import resolve_params
+from ccr.train.stages import build_student, embed_image_arrays, embed_text_arrays
+from ccr.train.synthetic import make_synthetic
+
+torch.set_num_threads(1)
+
+TINY = {"embed_dim": 16, "hidden_dim": 32, "attn_heads": 2, "batch_size": 16, "epochs": 6, "patience": 0,
+        "lr": 3e-3, "n_slots": 2, "max_text_tokens": 8}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("syn"), n_images={"train": 24, "val": 12, "test": 12}, noise=0.8)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(data, tmp_path_factory):
+    """Trained from the workflow's teacher inputs: text tables only, no image or description features."""
+    import dataclasses
+
+    out = tmp_path_factory.mktemp("teacher")
+    text_only = dataclasses.replace(data, image_features=None, descriptions=None, description_features=None)
+    train_teacher(text_only, TINY, 0, out)
+    return out
+
+
+def _history(path):
+    return pq.read_table(path / "history.parquet").to_pylist()
+
+
+def test_teacher_outputs(teacher_dir):
+    ckpt = torch.load(teacher_dir / "teacher.pt", weights_only=False)
+    hist = _history(teacher_dir)
+    assert not ckpt["trivial"] and ckpt["epoch"] == max(hist, key=lambda r: r["val_mr"])["epoch"]
+    assert {"stage", "epoch", "step", "train_loss", "val_mr", "lr", "loss_sent", "loss_ot"} <= set(hist[0])
+    assert (teacher_dir / "last.pt").exists()
+
+
+def _untrained_val_mr(data, params, seed=0) -> float:
+    p = resolve_params(params)
+    val = load_split(data, "val", descriptions=p.use_slots)
+    torch.manual_seed(seed)
+    model = build_student(val.img_pooled.shape[1], val.s_pooled.shape[1], p).eval()
+    beta = p.slot_fusion if p.use_slots else 0.0
+    img = embed_image_arrays(model, val.img_pooled, val.img_tokens, val.desc, val.desc_mask, beta, 64,
+                             torch.device("cpu"))
+    txt = embed_text_arrays(model, val.t_pooled, beta, 64, torch.device("cpu"))
+    return mean_recall(txt, img, val.image_index)
+
+
+def test_full_student_learns_and_retriever_matches(data, teacher_dir, tmp_path):
+    params = {**TINY, "preset": "full", "visual_pooling": "attention"}
+    train_student(data, params, 0, tmp_path, teacher_dir)
+    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    hist = _history(tmp_path)
+    assert ckpt["distilled"] and ckpt["val_mr"] == max(r["val_mr"] for r in hist)
+    assert {"loss_vt", "loss_vs", "loss_soft", "loss_slot", "loss_div", "loss_align", "loss_kd",
+            "loss_kd_fine"} <= set(hist[0])
+    assert ckpt["val_mr"] > _untrained_val_mr(data, params) + 10
+    # the retriever reproduces the validation score from the files alone (and normalises)
+    r = load_retriever(tmp_path, data, params)
+    val = load_split(data, "val")
+    img = r.embed_images(val.image_ids)
+    txt = r.embed_texts(val.target_ids)
+    assert img.dtype == np.float32 and np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    assert img.shape[1] == txt.shape[1] == 2 * 16  # slot fusion by concatenation
+    assert abs(mean_recall(txt, img, val.image_index) - ckpt["val_mr"]) < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["mt", "english-only", "mt+soft", "mt+slots", "mt+teacher"])
+def test_ablation_presets_learn(data, teacher_dir, tmp_path, preset):
+    params = {**TINY, "preset": preset}
+    train_student(data, params, 1, tmp_path, teacher_dir if needs_teacher(params) else None)
+    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    assert ckpt["val_mr"] > _untrained_val_mr(data, params, 1) + 10
+    assert ckpt["has_mt"] == (preset != "english-only")
+    assert ckpt["distilled"] == (preset == "mt+teacher")
+
+
+def test_training_never_reads_test_features(data, teacher_dir, tmp_path, monkeypatch):
+    """Spy on every feature read of a full run: no test image, no human French caption."""
+    import ccr.train.inputs as inputs_mod
+
+    seen: list[str] = []
+    real = inputs_mod.read_feature_rows
+
+    def spy(path, ids, with_tokens, what):
+        seen.extend(ids)
+        return real(path, ids, with_tokens, what)
+
+    monkeypatch.setattr(inputs_mod, "read_feature_rows", spy)
+    train_student(data, {**TINY, "preset": "full", "epochs": 1}, 0, tmp_path, teacher_dir)
+    assert seen and not [i for i in seen if i.startswith("test")]
+    assert not [i for i in seen if "#fr" in i and "#mt-fr" not in i]
+
+
+def test_pooled_only_image_features(tmp_path):
+    """Encoders without a token grid: the pooled vector is the only visual token."""
+    d = make_synthetic(tmp_path / "d", n_images={"train": 12, "val": 6, "test": 2}, n_tokens=0)
+    assert "tokens" not in pq.read_schema(d.image_features).names
+    train_student(d, {**TINY, "preset": "mt+slots", "epochs": 2}, 0, tmp_path / "s", None)
+    r = load_retriever(tmp_path / "s", d, {"slot_fusion": 0.0})
+    assert r.embed_images(["test000", "test001"]).shape == (2, 16)  # fusion switched off at inference
+
+
+def test_slots_without_descriptions_is_a_clear_error(data, tmp_path):
+    import dataclasses
+
+    bad = dataclasses.replace(data, descriptions=None, description_features=None)
+    with pytest.raises(ValueError, match="description_features"):
+        train_student(bad, {**TINY, "preset": "mt+slots"}, 0, tmp_path, None)
+
+
+def test_determinism_same_seed_same_history(data, teacher_dir, tmp_path):
+    params = {**TINY, "preset": "full", "epochs": 3}
+    train_student(data, params, 5, tmp_path / "a", teacher_dir)
+    train_student(data, params, 5, tmp_path / "b", teacher_dir)
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "student.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "student.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_resume_after_crash_gives_same_selection(data, teacher_dir, tmp_path):
+    params = {**TINY, "preset": "full", "epochs": 5, "patience": 3}
+    train_student(data, params, 2, tmp_path / "ref", teacher_dir)
+    with pytest.raises(TrainingInterrupted):
+        train_student(data, {**params, "stop_after_epochs": 2}, 2, tmp_path / "run", teacher_dir)
+    assert not (tmp_path / "run" / "student.pt").exists()       # no output that looks complete
+    assert not (tmp_path / "run" / "history.parquet").exists()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    train_student(data, params, 2, tmp_path / "run", teacher_dir)
+    ref, run = _history(tmp_path / "ref"), _history(tmp_path / "run")
+    assert ref == run
+    a = torch.load(tmp_path / "ref" / "student.pt", weights_only=False)
+    b = torch.load(tmp_path / "run" / "student.pt", weights_only=False)
+    assert (a["epoch"], a["val_mr"]) == (b["epoch"], b["val_mr"])
+
+
+def test_last_checkpoint_of_other_params_is_not_resumed(data, tmp_path):
+    with pytest.raises(TrainingInterrupted):
+        train_student(data, {**TINY, "preset": "mt", "stop_after_epochs": 1}, 0, tmp_path, None)
+    train_student(data, {**TINY, "preset": "mt", "lr": 1e-3, "epochs": 2}, 0, tmp_path, None)
+    assert [r["epoch"] for r in _history(tmp_path)] == [1, 2]
+
+
+def test_no_translations_teacher_is_trivial(tmp_path):
+    data = make_synthetic(tmp_path / "d", n_images={"train": 8, "val": 4, "test": 2}, with_mt=False)
+    train_teacher(data, TINY, 0, tmp_path / "t")
+    assert torch.load(tmp_path / "t" / "teacher.pt", weights_only=False)["trivial"]
+    train_student(data, {**TINY, "epochs": 2}, 0, tmp_path / "s", tmp_path / "t")
+    ckpt = torch.load(tmp_path / "s" / "student.pt", weights_only=False)
+    assert not ckpt["distilled"] and not ckpt["has_mt"]
+    assert "loss_kd" not in _history(tmp_path / "s")[0]
+
+
+def test_teacher_required_and_zero_shot_not_trainable(data, tmp_path):
+    with pytest.raises(ParamError, match="teacher_dir"):
+        train_student(data, {**TINY, "preset": "full"}, 0, tmp_path, None)
+    with pytest.raises(ParamError, match="zero-shot"):
+        train_student(data, {"preset": "zero-shot"}, 0, tmp_path, None)
+
+
+def test_zero_shot_retriever(data):
+    r = load_retriever(None, data, {"preset": "zero-shot"})
+    caps = [c for c in pq.read_table(data.captions).to_pylist() if c["split"] == "test" and c["lang"] == "fr"]
+    images = sorted({c["image_id"] for c in caps})
+    img = r.embed_images(images)
+    txt = r.embed_texts([c["caption_id"] for c in caps] + ["val000#en0#mt-fr"])  # falls back to MT features
+    assert img.shape == (len(images), 16) and txt.shape == (len(caps) + 1, 16)
+    assert np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+    pos = {k: i for i, k in enumerate(images)}
+    assert mean_recall(txt[:-1], img, [pos[c["image_id"]] for c in caps]) > 50  # descriptions carry the signal
+    with pytest.raises(KeyError, match="no text features"):
+        r.embed_texts(["nope"])
+
+
+def test_image_sampler_covers_every_image_once(data, tmp_path):
+    from ccr.train.stages import image_sampler
+
+    img = np.array([0, 0, 1, 2, 2, 2, 3])
+    order = image_sampler(img)(torch.Generator().manual_seed(0))
+    assert sorted(img[order.numpy()].tolist()) == [0, 1, 2, 3]
+    picks = {int(image_sampler(img)(torch.Generator().manual_seed(s))[0]) for s in range(30)}
+    assert len(picks) > 2  # different captions get picked across epochs
+    params = {**TINY, "preset": "mt", "sampler": "image", "batch_size": 8}
+    train_student(data, params, 0, tmp_path, None)
+    hist = _history(tmp_path)
+    assert hist[0]["step"] == 24 // 8  # one step per 8 images, not per 8 captions
+    assert torch.load(tmp_path / "student.pt", weights_only=False)["val_mr"] > _untrained_val_mr(data, params) + 10
