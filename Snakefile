@@ -11,7 +11,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless one is given with --configfile (Snakemake would otherwise deep-merge
+# the two, mixing e.g. the generated dataset's params into another importer's).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
