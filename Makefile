@@ -8,7 +8,7 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
 
-.PHONY: run test setup apt lint report bench-features clean
+.PHONY: run test setup apt lint ablation bench-m30k bench-features clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench
 	$(BIN)/snakemake --lint
+
+# The methods' ablation table on the embedded default: 7 systems x 3 seeds (reuses cached features).
+ablation: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/ablation.yaml
+	cat results/report/synthetic/ablation/metrics_table.md
+
+# The real benchmark over ../shared/data (M30K-F8K protocol): 7 systems x {fr, de, cs, de-task2} x 3 seeds.
+bench-m30k: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k.yaml
+	$(BIN)/python bench/m30k_table.py --report results/report/m30k-f8k/main --out results/m30k-f8k
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py

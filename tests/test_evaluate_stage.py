@@ -151,3 +151,16 @@ def test_bad_retriever_output_and_bad_tags(tmp_path):
     with pytest.raises(ValueError, match="disagrees"):
         evaluate(IdentityRetriever(15), inputs, "fr", (1,), tmp_path / "out", {"lang": "en"})
     assert not (tmp_path / "out").exists()
+
+
+def test_query_subset_by_language_code_and_pattern(tmp_path):
+    """A query set such as de-task2: tagged with its own name, queries chosen by code and caption_id regex."""
+    inputs = make_dataset(tmp_path)
+    retriever = IdentityRetriever(N_TEST + N_TRAIN)
+    row = evaluate(retriever, inputs, lang="fr-k1", ks=(1,), out_dir=tmp_path / "out",
+                   tags={"system": "id"}, query_lang="fr", query_pattern=r"#fr1$")
+    assert row["lang"] == "fr-k1" and row["n_queries"] == N_TEST
+    assert all(c.endswith("#fr1") for c in retriever.calls[0])
+    with pytest.raises(ValueError, match=r"#fr9"):
+        evaluate(retriever, inputs, lang="fr-k9", ks=(1,), out_dir=tmp_path / "out2", query_lang="fr",
+                 query_pattern="#fr9")

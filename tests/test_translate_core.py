@@ -135,3 +135,25 @@ def test_mt_quality():
     assert poor["bleu"] < 10 and poor["chrf"] < 30
     with pytest.raises(ValueError, match="2 hypotheses but 1"):
         mt_quality(["a", "b"], ["a"])
+
+
+def test_mt_quality_of_apertium_on_parallel_files(tmp_path):
+    """score_backend translates a parallel file and writes BLEU/chrF; a line-count mismatch is named."""
+    import gzip
+    import json
+    import shutil
+
+    from ccr.translate.quality import score_backend
+
+    if shutil.which("apertium") is None:
+        pytest.skip("apertium not installed (apt-get install apertium apertium-eng-spa apertium-fr-es)")
+    src, ref = tmp_path / "t.en.gz", tmp_path / "t.fr"
+    with gzip.open(src, "wt") as handle:
+        handle.write("A dog runs in the park.\nTwo men are playing football.\n")
+    ref.write_text("Un chien court dans le parc.\nDeux hommes jouent au football.\n")
+    scores = score_backend("apertium", {}, src, ref, "en", "fr", tmp_path / "q.json")
+    assert scores["n"] == 2 and 0 < scores["chrf"] <= 100
+    assert json.loads((tmp_path / "q.json").read_text())["bleu"] == pytest.approx(scores["bleu"])
+    ref.write_text("Un chien court dans le parc.\n")
+    with pytest.raises(ValueError, match="t.fr has 1"):
+        score_backend("apertium", {}, src, ref, "en", "fr", tmp_path / "q2.json")

@@ -1,0 +1,66 @@
+"""Collect the M30K-F8K benchmark (config/m30k-f8k.yaml) into results/m30k-f8k/.
+
+Writes ``table.parquet`` and ``table.md`` (rows = systems, per query set: T2I and I2T R@1/5/10 and mR,
+mean +- std over seeds), the MT quality (BLEU/chrF) of the configured MT backends, and
+``examples.html`` with the top-5 retrievals of 20 test queries per query set for one system.
+Run after the workflow: ``make bench-m30k`` does both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from ccr.evaluate._files import write_text_atomic
+from ccr.io import write_table_atomic
+from ccr.report.html import Thumbnails, examples_fragment, page
+from ccr.report.tables import METRIC_RE, display_rows, metric_columns, to_markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--report", default="results/report/m30k-f8k/main", help="the workflow's report folder")
+    parser.add_argument("--runs", default="results/runs/m30k-f8k", help="the workflow's runs folder")
+    parser.add_argument("--out", default="results/m30k-f8k")
+    parser.add_argument("--examples-system", default="full")
+    args = parser.parse_args()
+    report, out = Path(args.report), Path(args.out)
+
+    agg = pq.read_table(report / "metrics_table.parquet")
+    agg = agg.sort_by([("lang", "ascending"), ("mr_mean", "descending")])
+    base = [c[: -len("_mean")] for c in agg.column_names if c.endswith("_mean")]
+    shown = [m for m in metric_columns(base) if METRIC_RE.match(m) and not m.endswith(("medr", "meanr"))]
+    header, rows = display_rows(agg, shown)
+    write_table_atomic(agg, out / "table.parquet")
+
+    lines = ["# M30K-F8K results", "",
+             "Test gallery 1,000 images; mean +- sample std over seeds; recalls in %. "
+             "Produced by `make bench-m30k` (config/config m30k-f8k.yaml).", "",
+             to_markdown(header, rows), ""]
+    mt_files = sorted(report.glob("mt_quality.*.json"))
+    if mt_files:
+        lines += ["## Machine translation quality (Multi30K test_2016, en -> target)", "",
+                  "| lang | backend | BLEU | chrF | sentences |", "|---|---|---|---|---|"]
+        for path in mt_files:
+            q = json.loads(path.read_text())
+            lines.append(f"| {q['tgt']} | {q['backend']} | {q['bleu']:.1f} | {q['chrf']:.1f} | {q['n']} |")
+        lines.append("")
+    write_text_atomic("\n".join(lines), out / "table.md")
+
+    examples = sorted(Path(args.runs).glob(f"{args.examples_system}/*/seed*/examples.parquet"))
+    if examples:
+        con = duckdb.connect()
+        paths = ", ".join(f"'{p}'" for p in examples)
+        table = con.execute(f"SELECT * FROM read_parquet([{paths}], union_by_name=true) "
+                            "WHERE seed = (SELECT min(seed) FROM read_parquet([" + paths + "]))").fetch_arrow_table()
+        body = examples_fragment(table, Thumbnails(), max_queries=20)
+        write_text_atomic(page(f"M30K-F8K: top-5 retrievals ({args.examples_system})", body), out / "examples.html")
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
