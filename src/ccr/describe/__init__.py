@@ -10,6 +10,8 @@ Backends (chosen by name in ``config.yaml``, see ``docs/backends-translate-descr
   plus pixel colour statistics turned into short template sentences; stands in for the MLLM offline.
 - ``hf-vlm``: a Hugging Face image-text-to-text model (Qwen2-VL, LLaVA, ...), one prompt per view.
 - ``vllm``: the same with vLLM on a GPU node (fast batched generation).
+- ``none``: no descriptions (an empty table), for datasets without pixels (pre-extracted video or image
+  features); systems that need descriptions (slots, zero-shot) then stop with a clear error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_images, validate_captions
-from ccr.io import Progress, ShardedWriter, batched
+from ccr.io import Progress, ShardedWriter, batched, write_table_atomic
 from ccr.registry import Registry
 
 log = logging.getLogger("ccr.describe")
@@ -66,6 +68,12 @@ def describe_images(
         raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
     out_path = Path(out_path)
     images = read_images(images_path)
+    if backend == "none":
+        if params:
+            raise ValueError(f"describe backend 'none' takes no params, got {sorted(params)}")
+        write_table_atomic(validate_captions(CAPTIONS_SCHEMA.empty_table()), out_path)
+        log.info("describe 'none': wrote an empty descriptions table -> %s", out_path)
+        return
     describer = DESCRIBERS.create(backend, hints=hints, **(params or {}))
     views = int(describer.views)
     if views < 1:

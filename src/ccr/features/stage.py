@@ -33,7 +33,7 @@ from ccr.features.store import (
     text_feature_schema,
 )
 from ccr.features.texts import TEXT_ENCODERS, TextEncoder, check_langs
-from ccr.io import Progress, ShardedWriter, batched
+from ccr.io import Progress, ShardedWriter, batched, write_table_atomic
 
 log = logging.getLogger("ccr.features")
 
@@ -101,6 +101,9 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     images = read_images(images_path)
     ids = images.column("image_id").to_pylist()
+    if backend == PRECOMPUTED:
+        _select_precomputed(ids, images_path, params, out_path)
+        return
     paths = dict(zip(ids, images.column("path").to_pylist(), strict=True))
     missing = [(i, p) for i, p in paths.items() if not Path(p).is_file()]
     if missing:  # fail before hours of encoding, naming what is missing
@@ -132,6 +135,50 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
         progress.update(len(chunk))
     writer.finish(order=ids)
     log.info("embed_images: wrote %d rows to %s", len(ids), out_path)
+
+
+PRECOMPUTED = "precomputed"
+
+
+def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: dict,
+                        out_path: str | os.PathLike) -> None:
+    """Backend ``precomputed``: features that come with the dataset (image or video-frame features).
+
+    ``params.path`` is a feature table (e.g. the one the ``nrccr`` importer writes), a BigFile folder
+    (feature.bin, id.txt, shape.txt) or a Parquet frame table; for video frames, ``frames_per_video``
+    (T) and ``frame_id_sep`` group and sample frames into T visual tokens (see ccr.data.bigfile), which
+    the student's visual head pools (``visual_pooling: mean | attention``).
+    """
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from ccr.data.bigfile import bigfile_to_feature_table
+
+    unknown = sorted(set(params) - {"path", "frames_per_video", "frame_id_sep"})
+    if unknown or "path" not in params:
+        raise ValueError(f"image encoder '{PRECOMPUTED}': params must be path (+ frames_per_video, frame_id_sep); "
+                         f"got unknown {unknown}" if unknown else f"image encoder '{PRECOMPUTED}': param 'path' is required")
+    source = Path(params["path"])
+    if not source.exists():
+        raise FileNotFoundError(f"image encoder '{PRECOMPUTED}': param 'path' not found: {source}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if source.is_dir() or "frames_per_video" in params:
+            converted = Path(tmp) / "features.parquet"
+            bigfile_to_feature_table(source, converted, frames_per_video=params.get("frames_per_video"),
+                                     frame_id_sep=params.get("frame_id_sep", "_"))
+            source = converted
+        table = pq.read_table(source)
+        if "image_id" not in table.column_names or "pooled" not in table.column_names:
+            raise ValueError(f"{source}: not an image feature table (needs columns image_id, pooled)")
+        row_of = {k: i for i, k in enumerate(table.column("image_id").to_pylist())}
+        missing = [i for i in ids if i not in row_of]
+        if missing:
+            raise KeyError(f"{params['path']}: {len(missing)} image_id(s) of {images_path} have no features, "
+                           f"e.g. {missing[:3]}")
+        table = table.take(pa.array([row_of[i] for i in ids], pa.int64()))
+        write_table_atomic(table, out_path)
+    log.info("embed_images: %d precomputed rows from %s -> %s", len(ids), params["path"], out_path)
 
 
 def _role(origin: str) -> str:
