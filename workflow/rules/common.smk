@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from ccr.features import encoder_key
+from ccr.train.params import resolve_params
 from ccr.train.presets import needs_teacher, needs_training
 
 
@@ -45,6 +46,7 @@ wildcard_constraints:
     system="[A-Za-z0-9_.+-]+",
     seed=r"\d+",
     tkey="[0-9a-f]{10}",
+    skey="[0-9a-f]{10}",
 
 
 def stable_hash(obj) -> str:
@@ -98,6 +100,21 @@ def uses_teacher(system: str, trainset: str) -> bool:
     return trainset != NO_MT and system_spec(system).needs_teacher
 
 
+def student_plan(system: str, trainset: str) -> SimpleNamespace:
+    """The student params a system trains with on ``trainset``, and the key of that training.
+
+    Without MT there is no translation to train on and no teacher to distil from, so such systems
+    train with use_mt/use_teacher off; systems whose effective params agree (english-only, mt and
+    mt+teacher without MT) share one trained student (the key hashes the effective params).
+    """
+    params = dict(system_spec(system).student)
+    if trainset == NO_MT:
+        params.update(use_mt=False, use_teacher=False)
+    effective = resolve_params(params).to_dict()
+    teacher = system_spec(system).teacher if uses_teacher(system, trainset) else None
+    return SimpleNamespace(params=effective, key=stable_hash([effective, teacher]))
+
+
 # ---- paths of each stage's outputs -------------------------------------------------------------
 
 
@@ -123,7 +140,15 @@ def teacher_dir(system: str, trainset: str, seed) -> str:
 
 
 def student_dir(system: str, trainset: str, seed) -> str:
-    return f"{RUNS_DIR}/{system}/students/{trainset}/seed{seed}"
+    return f"{RUNS_DIR}/students/{trainset}/{student_plan(system, trainset).key}/seed{seed}"
+
+
+def system_for_student(trainset: str, skey: str) -> str:
+    """A system of the config whose student on ``trainset`` has key ``skey``."""
+    for system in SYSTEMS:
+        if system_spec(system).trains_student and student_plan(system, trainset).key == skey:
+            return system
+    raise ValueError(f"no system in the config trains a student with key '{skey}' on '{trainset}'")
 
 
 def run_dir(system: str, lang: str, seed) -> str:
@@ -159,8 +184,9 @@ def teacher_inputs(wildcards) -> dict:
 
 def student_inputs(wildcards) -> dict:
     inputs = data_inputs(wildcards.trainset)
-    if uses_teacher(wildcards.system, wildcards.trainset):
-        inputs["teacher"] = f"{teacher_dir(wildcards.system, wildcards.trainset, wildcards.seed)}/teacher.pt"
+    system = system_for_student(wildcards.trainset, wildcards.skey)
+    if uses_teacher(system, wildcards.trainset):
+        inputs["teacher"] = f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
     return inputs
 
 

@@ -9,7 +9,7 @@ rule evaluate:
         metrics_json=f"{RUNS_DIR}/{{system}}/{{lang}}/seed{{seed}}/metrics.json",
         examples=f"{RUNS_DIR}/{{system}}/{{lang}}/seed{{seed}}/examples.parquet",
     params:
-        student=lambda wc: system_spec(wc.system).student,
+        student=lambda wc: student_plan(wc.system, trainset_of(wc.lang)).params,
         ks=config.get("evaluate", {}).get("ks", [1, 5, 10]),
         query_lang=lambda wc: language_code(wc.lang),
         query_pattern=lambda wc: translate_spec(wc.lang).get("query_pattern"),

@@ -1,6 +1,7 @@
 # ccr.train: CL2CM teacher (English <-> MT text), then the cross-modal student (+ LECCR slots).
 # {trainset} is the training text: "<lang>.<mt backend>", or "no-mt" (English only, shared by
-# every language without MT).
+# every language without MT). {tkey}/{skey} hash the teacher's/student's effective params, so
+# systems that would train the same model share it.
 
 
 rule train_teacher:
@@ -32,16 +33,16 @@ rule train_student:
     input:
         unpack(student_inputs),
     output:
-        checkpoint=f"{RUNS_DIR}/{{system}}/students/{{trainset}}/seed{{seed}}/student.pt",
-        history=f"{RUNS_DIR}/{{system}}/students/{{trainset}}/seed{{seed}}/history.parquet",
+        checkpoint=f"{RUNS_DIR}/students/{{trainset}}/{{skey}}/seed{{seed}}/student.pt",
+        history=f"{RUNS_DIR}/students/{{trainset}}/{{skey}}/seed{{seed}}/history.parquet",
     params:
-        train=lambda wc: system_spec(wc.system).student,
+        train=lambda wc: student_plan(system_for_student(wc.trainset, wc.skey), wc.trainset).params,
         seed=lambda wc: int(wc.seed),
         lang=lambda wc: "en" if wc.trainset == NO_MT else language_code(trainset_lang(wc.trainset)),
     log:
-        f"logs/{DATASET}/train_student/{{system}}.{{trainset}}.seed{{seed}}.log",
+        f"logs/{DATASET}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{DATASET}/train_student/{{system}}.{{trainset}}.seed{{seed}}.tsv"
+        f"benchmarks/{DATASET}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES.get("mem_mb", 8000),
