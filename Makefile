@@ -44,7 +44,7 @@ run: setup
 	$(BIN)/ccr results
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench
