@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ccr.evaluate._files import write_text_atomic
 from ccr.io import write_table_atomic
 from ccr.report.html import Thumbnails, examples_fragment, page
-from ccr.report.tables import METRIC_RE, display_rows, metric_columns, to_markdown
+from ccr.report.tables import METRIC_RE, display_rows, fetch_arrow, metric_columns, to_markdown
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
 
     lines = ["# M30K-F8K results", "",
              "Test gallery 1,000 images; mean +- sample std over seeds; recalls in %. "
-             "Produced by `make bench-m30k` (config/config m30k-f8k.yaml).", "",
+             "Produced by `make bench-m30k` (config/m30k-f8k.yaml).", "",
              to_markdown(header, rows), ""]
     mt_files = sorted(report.glob("mt_quality.*.json"))
     if mt_files:
@@ -55,8 +55,8 @@ def main() -> None:
     if examples:
         con = duckdb.connect()
         paths = ", ".join(f"'{p}'" for p in examples)
-        table = con.execute(f"SELECT * FROM read_parquet([{paths}], union_by_name=true) "
-                            "WHERE seed = (SELECT min(seed) FROM read_parquet([" + paths + "]))").fetch_arrow_table()
+        table = fetch_arrow(con, f"SELECT * FROM read_parquet([{paths}], union_by_name=true) "
+                                 f"WHERE seed = (SELECT min(seed) FROM read_parquet([{paths}]))")
         body = examples_fragment(table, Thumbnails(), max_queries=20)
         write_text_atomic(page(f"M30K-F8K: top-5 retrievals ({args.examples_system})", body), out / "examples.html")
     print((out / "table.md").read_text())
