@@ -15,8 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from ccr.evaluate._files import write_text_atomic
-from ccr.io import write_table_atomic
+from ccr.io import write_table_atomic, write_text_atomic
 from ccr.report.html import Thumbnails, examples_fragment, page
 from ccr.report.tables import METRIC_RE, display_rows, fetch_arrow, metric_columns, to_markdown
 

@@ -43,6 +43,20 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
     sys.excepthook = log_uncaught
 
 
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and a rename (JSON, HTML, PNG outputs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to Parquet at ``path`` via a temporary file and a rename."""
     path = Path(path)

@@ -16,9 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ccr.data.tables import read_captions, read_images
-from ccr.evaluate._files import write_text_atomic
 from ccr.evaluate.metrics import l2_normalise, retrieval_ranks, search, summarise_ranks
-from ccr.io import Progress, batched, write_table_atomic
+from ccr.io import Progress, batched, write_table_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

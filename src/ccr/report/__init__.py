@@ -9,8 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from ccr.evaluate._files import write_bytes_atomic, write_text_atomic
-from ccr.io import write_table_atomic
+from ccr.io import write_bytes_atomic, write_table_atomic, write_text_atomic
 from ccr.report.html import Thumbnails, examples_fragment, page, png_img, table_html
 from ccr.report.plots import recall_plot, training_curves
 from ccr.report.tables import (

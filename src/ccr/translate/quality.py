@@ -8,6 +8,8 @@ from pathlib import Path
 
 import sacrebleu
 
+from ccr.io import write_text_atomic
+
 
 def mt_quality(hyps: list[str], refs: list[str]) -> dict[str, float]:
     """Corpus BLEU and chrF (0-100) of ``hyps`` against one reference each (same order).
@@ -53,9 +55,5 @@ def score_backend(backend: str, params: dict, source: str | Path, reference: str
     hyps = translator.translate(sources, src_lang, tgt_lang)
     scores = {"backend": backend, "src": src_lang, "tgt": tgt_lang, "source": str(source),
               "reference": str(reference), **mt_quality(hyps, references)}
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(json.dumps(scores, indent=2) + "\n")
-    tmp.replace(out_path)
+    write_text_atomic(json.dumps(scores, indent=2) + "\n", out_path)
     return scores
