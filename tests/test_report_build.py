@@ -143,3 +143,24 @@ def test_build_report_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="no metric columns"):
         build_report([not_metrics], [], [], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_history_tags_label_runs_by_file(tmp_path):
+    """The workflow's tags (systems sharing a trained model) land on the rows of their history file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ccr.report import _tag_history
+    from ccr.report.tables import load_history
+
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / name / "history.parquet"
+        path.parent.mkdir()
+        pq.write_table(pa.table({"stage": ["student"], "epoch": [1], "step": [10], "train_loss": [1.0],
+                                 "val_mr": [50.0]}), path)
+        paths.append(path)
+    history = _tag_history(load_history(paths), {str(paths[0]): {"system": "mt, mt+teacher", "seed": 0}})
+    rows = {r["filename"]: r for r in history.to_pylist()}
+    assert rows[str(paths[0])]["system"] == "mt, mt+teacher" and rows[str(paths[0])]["seed"] == 0
+    assert rows[str(paths[1])]["system"] is None

@@ -226,16 +226,25 @@ def all_metrics() -> list[str]:
     return [f"{run_dir(system, lang, seed)}/metrics.parquet" for system in SYSTEMS for lang in LANGS for seed in SEEDS]
 
 
-def all_histories() -> list[str]:
-    paths = set()
+def history_tags() -> dict:
+    """Every training history of the config -> the labels of its curves (the systems sharing it)."""
+    systems_of = {}
     for system in SYSTEMS:
-        for trainset in {trainset_of(lang) for lang in LANGS}:
+        for trainset in sorted({trainset_of(lang) for lang in LANGS}):
             for seed in SEEDS:
                 if uses_teacher(system, trainset):
-                    paths.add(f"{teacher_dir(system, trainset, seed)}/history.parquet")
+                    systems_of.setdefault((f"{teacher_dir(system, trainset, seed)}/history.parquet", trainset, seed), [])
                 if system_spec(system).trains_student:
-                    paths.add(f"{student_dir(system, trainset, seed)}/history.parquet")
-    return sorted(paths)
+                    key = (f"{student_dir(system, trainset, seed)}/history.parquet", trainset, seed)
+                    systems_of.setdefault(key, []).append(system)
+    return {
+        path: {"system": ", ".join(systems) or "teacher", "lang": trainset, "seed": int(seed)}
+        for (path, trainset, seed), systems in sorted(systems_of.items())
+    }
+
+
+def all_histories() -> list[str]:
+    return sorted(history_tags())
 
 
 def mt_quality_outputs() -> list[str]:

@@ -13,6 +13,8 @@ rule report:
         recall=report(f"{REPORT_DIR}/recall_at_k.png", category="Plots", caption="../report/recall.rst"),
         curves=report(f"{REPORT_DIR}/training_curves.png", category="Plots", caption="../report/curves.rst"),
         examples=report(f"{REPORT_DIR}/examples.html", category="Examples", caption="../report/examples.rst"),
+    params:
+        history_tags=history_tags(),
     log:
         f"logs/{DATASET}/report.{config.get('run_name', 'main')}.log",
     threads: 1

@@ -12,4 +12,5 @@ build_report(
     history_paths=list(snakemake.input.histories),
     examples_paths=list(snakemake.input.examples),
     out_dir=Path(snakemake.output.html).parent,
+    history_tags=dict(snakemake.params.history_tags),
 )

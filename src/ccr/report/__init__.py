@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from ccr.io import write_bytes_atomic, write_table_atomic, write_text_atomic
 from ccr.report.html import Thumbnails, examples_fragment, page, png_img, table_html
@@ -37,19 +38,38 @@ def _load_examples(paths: Sequence[str | os.PathLike]):
     return fetch_arrow(con, "SELECT * FROM examples")
 
 
+def _tag_history(history: pa.Table, tags: Mapping[str, Mapping[str, object]]) -> pa.Table:
+    """Add one column per tag name, set on the rows of each tagged history file (matched by resolved path)."""
+    by_file = {str(Path(path).resolve()): dict(values) for path, values in tags.items()}
+    files = [str(Path(f).resolve()) for f in history.column("filename").to_pylist()]
+    for name in sorted({k for values in by_file.values() for k in values}):
+        values = [by_file.get(f, {}).get(name) for f in files]
+        if name in history.column_names:
+            history = history.drop_columns([name])
+        history = history.append_column(name, pa.array(values))
+    return history
+
+
 def build_report(
     metrics_paths: Sequence[str | os.PathLike],
     history_paths: Sequence[str | os.PathLike],
     examples_paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
+    history_tags: Mapping[str, Mapping[str, object]] | None = None,
 ) -> None:
-    """Write metrics_table.parquet/.md, recall_at_k.png, training_curves.png, examples.html and report.html."""
+    """Write metrics_table.parquet/.md, recall_at_k.png, training_curves.png, examples.html and report.html.
+
+    ``history_tags`` maps a history file to the run columns that label its curves (e.g. system,
+    lang, seed): the workflow knows which systems share a trained model, the file does not.
+    """
     out_dir = Path(out_dir)
     agg = aggregate_metrics(metrics_paths)
     base = [c[: -len("_mean")] for c in agg.column_names if c.endswith("_mean")]
     shown = [m for m in metric_columns(base) if METRIC_RE.match(m) and not m.endswith(("medr", "meanr"))]
     header, rows = display_rows(agg, shown)
     history = load_history(history_paths) if history_paths else None
+    if history is not None and history_tags:
+        history = _tag_history(history, history_tags)
     examples = _load_examples(examples_paths)
 
     recall_png = recall_plot(agg)
