@@ -91,12 +91,12 @@ def system_spec(system: str) -> SimpleNamespace:
         student=student,
         teacher=teacher,
         trains_student=needs_training(student),
-        # the teacher aligns English with its translation: nothing to learn without MT
         needs_teacher=needs_teacher(student),
     )
 
 
 def uses_teacher(system: str, trainset: str) -> bool:
+    # the teacher aligns English with its translation: nothing to learn without MT
     return trainset != NO_MT and system_spec(system).needs_teacher
 
 

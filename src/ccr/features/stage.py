@@ -151,14 +151,14 @@ def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: 
     """
     import tempfile
 
-    import pyarrow.parquet as pq
-
     from ccr.data.bigfile import bigfile_to_feature_table
 
     unknown = sorted(set(params) - {"path", "frames_per_video", "frame_id_sep"})
-    if unknown or "path" not in params:
-        raise ValueError(f"image encoder '{PRECOMPUTED}': params must be path (+ frames_per_video, frame_id_sep); "
-                         f"got unknown {unknown}" if unknown else f"image encoder '{PRECOMPUTED}': param 'path' is required")
+    if unknown:
+        raise ValueError(f"image encoder '{PRECOMPUTED}': unknown param(s) {unknown}; "
+                         "known: path, frames_per_video, frame_id_sep")
+    if "path" not in params:
+        raise ValueError(f"image encoder '{PRECOMPUTED}': param 'path' is required")
     source = Path(params["path"])
     if not source.exists():
         raise FileNotFoundError(f"image encoder '{PRECOMPUTED}': param 'path' not found: {source}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import sacrebleu
 
+from ccr.data.importers._common import read_lines
 from ccr.io import write_text_atomic
 
 
@@ -26,29 +26,18 @@ def mt_quality(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"bleu": float(bleu.score), "chrf": float(chrf.score), "n": len(hyps)}
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """One sentence per line from a plain or gzip-compressed text file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"mt_quality: file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
-
-
 def score_backend(backend: str, params: dict, source: str | Path, reference: str | Path, src_lang: str,
-                  tgt_lang: str, out_path: str | Path, limit: int | None = None) -> dict:
+                  tgt_lang: str, out_path: str | Path) -> dict:
     """Translate ``source`` with ``backend`` and score it against ``reference``; writes JSON to ``out_path``.
 
     Used on Multi30K test_2016 (en -> fr) to report how noisy the training translations are.
     """
     from ccr.translate import TRANSLATORS
 
-    sources, references = read_lines(source), read_lines(reference)
+    sources = read_lines(Path(source), "mt_quality source")
+    references = read_lines(Path(reference), "mt_quality reference")
     if len(sources) != len(references):
         raise ValueError(f"mt_quality: {source} has {len(sources)} lines but {reference} has {len(references)}")
-    if limit:
-        sources, references = sources[:limit], references[:limit]
     translator = TRANSLATORS.create(backend, **(params or {}))
     if not translator.supports(src_lang, tgt_lang):
         raise ValueError(f"mt_quality: backend '{backend}' cannot translate {src_lang}->{tgt_lang}")
