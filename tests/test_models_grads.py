@@ -5,15 +5,31 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccr.models import CrossLingualTeacher, CrossModalStudent
+from ccr.models import (
+    CrossLingualTeacher,
+    CrossModalStudent,
+    create_student,
+    create_teacher,
+    student_arch,
+    teacher_arch,
+)
+from ccr.params import resolve_student_params, resolve_teacher_params
 from ccr.train import load_split
-from ccr.train.params import resolve_params
-from ccr.train.stages import _student_loss, _teacher_loss, build_student, build_teacher
+from ccr.train.stages import _student_loss, _teacher_loss
 from ccr.train.synthetic import make_synthetic
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
-P = {"embed_dim": 16, "hidden_dim": 32, "attn_heads": 2, "n_slots": 3, "max_text_tokens": 8, "dropout": 0.0}
+T = {"embed_dim": 16, "hidden_dim": 32, "max_text_tokens": 8, "dropout": 0.0}
+P = {**T, "attn_heads": 2, "n_slots": 3}
+
+
+def build_teacher(text_dim: int, p) -> CrossLingualTeacher:
+    return create_teacher(teacher_arch(text_dim, p))
+
+
+def build_student(image_dim: int, text_dim: int, p) -> CrossModalStudent:
+    return create_student(student_arch(image_dim, text_dim, p))
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +40,7 @@ def train(tmp_path_factory):
 
 def _teacher(train) -> CrossLingualTeacher:
     torch.manual_seed(0)
-    t = build_teacher(train.s_pooled.shape[1], resolve_params(P)).eval()
+    t = build_teacher(train.s_pooled.shape[1], resolve_teacher_params(T)).eval()
     for prm in t.parameters():
         prm.requires_grad_(False)
     return t
@@ -41,7 +57,7 @@ def _assert_all_grads(model: torch.nn.Module) -> None:
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 @pytest.mark.parametrize("shared", [True, False])
 def test_student_gradients_reach_every_parameter(train, pooling, shared):
-    p = resolve_params({**P, "visual_pooling": pooling, "share_text_head": shared})
+    p = resolve_student_params({**P, "visual_pooling": pooling, "share_text_head": shared})
     torch.manual_seed(0)
     model: CrossModalStudent = build_student(train.img_pooled.shape[1], train.s_pooled.shape[1], p)
     loss_fn = _student_loss(model, _teacher(train), train, p, CPU)
@@ -53,7 +69,7 @@ def test_student_gradients_reach_every_parameter(train, pooling, shared):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_teacher_gradients_reach_every_parameter(train, shared):
-    p = resolve_params({**P, "teacher_shared": shared})
+    p = resolve_teacher_params({**T, "teacher_shared": shared})
     torch.manual_seed(0)
     model = build_teacher(train.s_pooled.shape[1], p)
     terms = _teacher_loss(model, train, p, CPU)(torch.arange(len(train.caption_ids)))
@@ -63,7 +79,7 @@ def test_teacher_gradients_reach_every_parameter(train, shared):
 
 
 def test_student_batch_loss_is_permutation_invariant(train):
-    p = resolve_params(P)
+    p = resolve_student_params(P)
     torch.manual_seed(0)
     model = build_student(train.img_pooled.shape[1], train.s_pooled.shape[1], p).eval()
     loss_fn = _student_loss(model, _teacher(train), train, p, CPU)
@@ -75,7 +91,7 @@ def test_student_batch_loss_is_permutation_invariant(train):
 
 
 def test_teacher_batch_loss_is_permutation_invariant(train):
-    p = resolve_params(P)
+    p = resolve_teacher_params(T)
     torch.manual_seed(0)
     model = build_teacher(train.s_pooled.shape[1], p).eval()
     loss_fn = _teacher_loss(model, train, p, CPU)
@@ -88,7 +104,7 @@ def test_teacher_batch_loss_is_permutation_invariant(train):
 
 def test_attention_pooling_handles_any_token_count():
     """Video-style inputs: the same head works for 49 grid tokens or 3 frames."""
-    p = resolve_params({**P, "visual_pooling": "attention", "use_slots": False})
+    p = resolve_student_params({**P, "visual_pooling": "attention", "use_slots": False})
     model = build_student(8, 6, p).eval()
     for n_tok in (49, 3):
         out = model.encode_images(torch.randn(2, 8), torch.randn(2, n_tok, 8))
@@ -97,13 +113,14 @@ def test_attention_pooling_handles_any_token_count():
 
 def test_losses_run_under_bfloat16_autocast(train):
     """The CUDA path trains under bfloat16 autocast: the same mixed dtypes, checked here on CPU."""
-    p = resolve_params(P)
+    p = resolve_student_params(P)
+    tp = resolve_teacher_params(T)
     torch.manual_seed(0)
     student = build_student(train.img_pooled.shape[1], train.s_pooled.shape[1], p)
-    teacher = build_teacher(train.s_pooled.shape[1], p)
+    teacher = build_teacher(train.s_pooled.shape[1], tp)
     idx = torch.arange(len(train.caption_ids))
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        ts = _teacher_loss(teacher, train, p, CPU)(idx)
+        ts = _teacher_loss(teacher, train, tp, CPU)(idx)
         ss = _student_loss(student, _teacher(train), train, p, CPU)(idx)
     for terms, model in ((ts, teacher), (ss, student)):
         assert all(torch.isfinite(v) for v in terms.values())

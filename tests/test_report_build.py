@@ -71,12 +71,12 @@ def test_build_report_end_to_end(tmp_path):
     data.mkdir()
     inputs = make_dataset(data, n_test=n - 10)
     _images(data, n)
-    metrics, examples = [], []
+    runs, examples = [], []
     for system, make in (("identity", lambda s: IdentityRetriever(n)), ("random", RandomRetriever)):
         for seed in (0, 1):
             out = tmp_path / "runs" / system / "fr" / f"seed{seed}"
-            evaluate(make(seed), inputs, "fr", (1, 5, 10), out, {"dataset": "toy", "system": system, "seed": seed})
-            metrics.append(out / "metrics.parquet")
+            evaluate(make(seed), inputs, "fr", (1, 5, 10), out)
+            runs.append({"system": system, "lang": "fr", "seed": seed, "eval": str(out)})
             examples.append(out / "examples.parquet")
     # the first example's true image is broken: shown as a visible placeholder, the report is still built
     first = pq.read_table(examples[0]).to_pylist()[0]
@@ -85,7 +85,12 @@ def test_build_report_end_to_end(tmp_path):
     history.append(_history(tmp_path / "h" / "plain" / "history.parquet", 5, False))
 
     out = tmp_path / "report"
-    build_report(metrics, history, examples, out)
+    tags = {"dataset": "toy", "run_name": "main", "config_hash": "0123456789", "code_version": "abc"}
+    build_report(runs, tags, history, out)
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert [(r["system"], r["seed"], r["config_hash"], r["code_version"]) for r in rows][:2] == [
+        ("identity", 0, "0123456789", "abc"), ("identity", 1, "0123456789", "abc")]
+    assert list(rows[0])[:7] == ["dataset", "system", "lang", "seed", "run_name", "config_hash", "code_version"]
     for name in ("metrics_table.parquet", "metrics_table.md", "recall_at_k.png", "training_curves.png",
                  "examples.html", "report.html"):
         assert (out / name).stat().st_size > 0, name
@@ -123,25 +128,31 @@ def test_build_report_end_to_end(tmp_path):
     assert f"missing:<br>{first['true_image_id']}" in ex
 
 
+def _eval_dir(path: Path, metrics_rows: list[dict]) -> dict:
+    write_metrics(path / "metrics.parquet", metrics_rows)
+    pq.write_table(pa.table({"caption_id": pa.array([], pa.string())}), path / "examples.parquet")
+    return {"system": "zs", "lang": "de", "seed": 0, "eval": str(path)}
+
+
 def test_build_report_without_history_or_examples(tmp_path):
-    m = write_metrics(tmp_path / "m" / "metrics.parquet", [row("zs", "de", 0, 5.0, 9.0)])
-    build_report([m], [], [], tmp_path / "out")
+    run = _eval_dir(tmp_path / "m", [row("zs", "de", 0, 5.0, 9.0)])
+    build_report([run], {}, [], tmp_path / "out")
     assert "No retrieval examples" in (tmp_path / "out" / "report.html").read_text()
     assert (tmp_path / "out" / "training_curves.png").exists()
 
 
 def test_build_report_bad_inputs(tmp_path):
-    m = write_metrics(tmp_path / "m" / "metrics.parquet", [row("zs", "de", 0, 5.0, 9.0)])
-    with pytest.raises(FileNotFoundError, match="nope.parquet"):
-        build_report([m, tmp_path / "nope.parquet"], [], [], tmp_path / "out")
+    run = _eval_dir(tmp_path / "m", [row("zs", "de", 0, 5.0, 9.0)])
+    with pytest.raises(FileNotFoundError, match="nope"):
+        build_report([run, {**run, "eval": str(tmp_path / "nope")}], {}, [], tmp_path / "out")
     bad_hist = write_metrics(tmp_path / "h.parquet", [{"stage": "teacher", "epoch": 0}])
     with pytest.raises(ValueError, match=r"h\.parquet.*step"):
-        build_report([m], [bad_hist], [], tmp_path / "out")
+        build_report([run], {}, [bad_hist], tmp_path / "out")
     with pytest.raises(ValueError, match="no metrics"):
-        build_report([], [], [], tmp_path / "out")
-    not_metrics = write_metrics(tmp_path / "x" / "metrics.parquet", [{"a": 1}])
+        build_report([], {}, [], tmp_path / "out")
+    not_metrics = _eval_dir(tmp_path / "x", [{"a": 1}])
     with pytest.raises(ValueError, match="no metric columns"):
-        build_report([not_metrics], [], [], tmp_path / "out")
+        build_report([not_metrics], {}, [], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -11,7 +11,9 @@ import torch
 
 from ccr.data.tables import CAPTIONS_SCHEMA, TableError
 from ccr.io import write_table_atomic
-from ccr.train import PRESETS, LeakageError, ParamError, load_split, needs_teacher, resolve_params
+from ccr.params import resolve_teacher_params
+from ccr.train import PRESETS, LeakageError, ParamError, load_split
+from ccr.train import resolve_student_params as resolve_params
 from ccr.train.synthetic import make_synthetic
 
 torch.set_num_threads(1)
@@ -98,13 +100,20 @@ def test_params_unknown_key_and_types():
         resolve_params({"preset": "nope"})
     p = resolve_params({"preset": "mt+slots", "lr": 1, "n_slots": 2})
     assert p.use_slots and not p.use_teacher and not p.use_soft and p.lr == 1.0 and isinstance(p.lr, float)
+    # the teacher reads only its own params: a student-only key is an error there, naming the key
+    with pytest.raises(ParamError, match="n_slots"):
+        resolve_teacher_params({"n_slots": 2})
+    with pytest.raises(ParamError, match="'epochs' must be >= 1"):
+        resolve_teacher_params({"epochs": 0})
+    with pytest.raises(ParamError, match="stop_after_epochs"):
+        resolve_params({"stop_after_epochs": 1})  # a test hook, not a user param
 
 
 def test_presets_cover_the_ablation_table():
     assert set(PRESETS) == {"zero-shot", "english-only", "mt", "mt+teacher", "mt+slots", "mt+soft", "full"}
     for name, over in PRESETS.items():
         resolve_params(over)
-        assert needs_teacher(over) == (name in ("mt+teacher", "full"))
+        assert resolve_params(over).needs_teacher == (name in ("mt+teacher", "full"))
     assert not resolve_params(PRESETS["english-only"]).use_mt
 
 

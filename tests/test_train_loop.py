@@ -7,24 +7,34 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from ccr.models import create_student, embed_image_arrays, embed_text_arrays, load_checkpoint, student_arch
+from ccr.models.checkpoint import CheckpointError
+from ccr.params import resolve_student_params
 from ccr.train import (
     ParamError,
     TrainingInterrupted,
     load_retriever,
     load_split,
-    needs_teacher,
     train_student,
     train_teacher,
 )
 from ccr.train.metrics import mean_recall
-from ccr.train.params import resolve_params
-from ccr.train.stages import build_student, embed_image_arrays, embed_text_arrays
 from ccr.train.synthetic import make_synthetic
 
 torch.set_num_threads(1)
 
-TINY = {"embed_dim": 16, "hidden_dim": 32, "attn_heads": 2, "batch_size": 16, "epochs": 6, "patience": 0,
-        "lr": 3e-3, "n_slots": 2, "max_text_tokens": 8}
+TEACHER = {"embed_dim": 16, "hidden_dim": 32, "batch_size": 16, "epochs": 6, "patience": 0, "lr": 3e-3,
+           "max_text_tokens": 8}
+TINY = {**TEACHER, "attn_heads": 2, "n_slots": 2}
+
+
+def meta(path) -> dict:
+    """A checkpoint's metadata, loaded the safe way (weights_only=True)."""
+    return load_checkpoint(path)["meta"]
+
+
+def needs_teacher(params: dict) -> bool:
+    return resolve_student_params(params).needs_teacher
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,7 @@ def teacher_dir(data, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("teacher")
     text_only = dataclasses.replace(data, image_features=None, descriptions=None, description_features=None)
-    train_teacher(text_only, TINY, 0, out)
+    train_teacher(text_only, TEACHER, 0, out)
     return out
 
 
@@ -48,18 +58,20 @@ def _history(path):
 
 
 def test_teacher_outputs(teacher_dir):
-    ckpt = torch.load(teacher_dir / "teacher.pt", weights_only=False)
+    ckpt = meta(teacher_dir / "teacher.pt")
     hist = _history(teacher_dir)
     assert not ckpt["trivial"] and ckpt["epoch"] == max(hist, key=lambda r: r["val_mr"])["epoch"]
     assert {"stage", "epoch", "step", "train_loss", "val_mr", "lr", "loss_sent", "loss_ot"} <= set(hist[0])
-    assert (teacher_dir / "last.pt").exists()
+    # the finished run's working files are gone: they can never stand in for a new run
+    assert not (teacher_dir / "last.pt").exists() and not (teacher_dir / "best.pt").exists()
+    assert set(ckpt["inputs"]) == {"images", "captions", "translations", "caption_features", "translation_features"}
 
 
 def _untrained_val_mr(data, params, seed=0) -> float:
-    p = resolve_params(params)
+    p = resolve_student_params(params)
     val = load_split(data, "val", descriptions=p.use_slots)
     torch.manual_seed(seed)
-    model = build_student(val.img_pooled.shape[1], val.s_pooled.shape[1], p).eval()
+    model = create_student(student_arch(val.img_pooled.shape[1], val.s_pooled.shape[1], p)).eval()
     beta = p.slot_fusion if p.use_slots else 0.0
     img = embed_image_arrays(model, val.img_pooled, val.img_tokens, val.desc, val.desc_mask, beta, 64,
                              torch.device("cpu"))
@@ -70,7 +82,7 @@ def _untrained_val_mr(data, params, seed=0) -> float:
 def test_full_student_learns_and_retriever_matches(data, teacher_dir, tmp_path):
     params = {**TINY, "preset": "full", "visual_pooling": "attention"}
     train_student(data, params, 0, tmp_path, teacher_dir)
-    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    ckpt = meta(tmp_path / "student.pt")
     hist = _history(tmp_path)
     assert ckpt["distilled"] and ckpt["val_mr"] == max(r["val_mr"] for r in hist)
     assert {"loss_vt", "loss_vs", "loss_soft", "loss_slot", "loss_div", "loss_align", "loss_kd",
@@ -90,7 +102,7 @@ def test_full_student_learns_and_retriever_matches(data, teacher_dir, tmp_path):
 def test_ablation_presets_learn(data, teacher_dir, tmp_path, preset):
     params = {**TINY, "preset": preset}
     train_student(data, params, 1, tmp_path, teacher_dir if needs_teacher(params) else None)
-    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    ckpt = meta(tmp_path / "student.pt")
     assert ckpt["val_mr"] > _untrained_val_mr(data, params, 1) + 10
     assert ckpt["has_mt"] == (preset != "english-only")
     assert ckpt["distilled"] == (preset == "mt+teacher")
@@ -135,9 +147,9 @@ def test_determinism_same_seed_same_history(data, teacher_dir, tmp_path):
     train_student(data, params, 5, tmp_path / "a", teacher_dir)
     train_student(data, params, 5, tmp_path / "b", teacher_dir)
     assert _history(tmp_path / "a") == _history(tmp_path / "b")
-    a = torch.load(tmp_path / "a" / "student.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "student.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"]
+    a = load_checkpoint(tmp_path / "a" / "student.pt")
+    b = load_checkpoint(tmp_path / "b" / "student.pt")
+    assert a["meta"]["epoch"] == b["meta"]["epoch"]
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
@@ -145,31 +157,33 @@ def test_resume_after_crash_gives_same_selection(data, teacher_dir, tmp_path):
     params = {**TINY, "preset": "full", "epochs": 5, "patience": 3}
     train_student(data, params, 2, tmp_path / "ref", teacher_dir)
     with pytest.raises(TrainingInterrupted):
-        train_student(data, {**params, "stop_after_epochs": 2}, 2, tmp_path / "run", teacher_dir)
+        train_student(data, params, 2, tmp_path / "run", teacher_dir, stop_after_epochs=2)
     assert not (tmp_path / "run" / "student.pt").exists()       # no output that looks complete
     assert not (tmp_path / "run" / "history.parquet").exists()
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    assert load_checkpoint(tmp_path / "run" / "last.pt", "resume")["meta"]["epoch"] == 2
     train_student(data, params, 2, tmp_path / "run", teacher_dir)
     ref, run = _history(tmp_path / "ref"), _history(tmp_path / "run")
     assert ref == run
-    a = torch.load(tmp_path / "ref" / "student.pt", weights_only=False)
-    b = torch.load(tmp_path / "run" / "student.pt", weights_only=False)
-    assert (a["epoch"], a["val_mr"]) == (b["epoch"], b["val_mr"])
+    a = load_checkpoint(tmp_path / "ref" / "student.pt")
+    b = load_checkpoint(tmp_path / "run" / "student.pt")
+    assert (a["meta"]["epoch"], a["meta"]["val_mr"]) == (b["meta"]["epoch"], b["meta"]["val_mr"])
+    # byte for byte: the resumed run ends with exactly the uninterrupted run's weights
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_last_checkpoint_of_other_params_is_not_resumed(data, tmp_path):
     with pytest.raises(TrainingInterrupted):
-        train_student(data, {**TINY, "preset": "mt", "stop_after_epochs": 1}, 0, tmp_path, None)
+        train_student(data, {**TINY, "preset": "mt"}, 0, tmp_path, None, stop_after_epochs=1)
     train_student(data, {**TINY, "preset": "mt", "lr": 1e-3, "epochs": 2}, 0, tmp_path, None)
     assert [r["epoch"] for r in _history(tmp_path)] == [1, 2]
 
 
 def test_no_translations_teacher_is_trivial(tmp_path):
     data = make_synthetic(tmp_path / "d", n_images={"train": 8, "val": 4, "test": 2}, with_mt=False)
-    train_teacher(data, TINY, 0, tmp_path / "t")
-    assert torch.load(tmp_path / "t" / "teacher.pt", weights_only=False)["trivial"]
+    train_teacher(data, TEACHER, 0, tmp_path / "t")
+    assert meta(tmp_path / "t" / "teacher.pt")["trivial"]
     train_student(data, {**TINY, "epochs": 2}, 0, tmp_path / "s", tmp_path / "t")
-    ckpt = torch.load(tmp_path / "s" / "student.pt", weights_only=False)
+    ckpt = meta(tmp_path / "s" / "student.pt")
     assert not ckpt["distilled"] and not ckpt["has_mt"]
     assert "loss_kd" not in _history(tmp_path / "s")[0]
 
@@ -207,4 +221,55 @@ def test_image_sampler_covers_every_image_once(data, tmp_path):
     train_student(data, params, 0, tmp_path, None)
     hist = _history(tmp_path)
     assert hist[0]["step"] == 24 // 8  # one step per 8 images, not per 8 captions
-    assert torch.load(tmp_path / "student.pt", weights_only=False)["val_mr"] > _untrained_val_mr(data, params) + 10
+    assert meta(tmp_path / "student.pt")["val_mr"] > _untrained_val_mr(data, params) + 10
+
+
+def test_data_change_retrains_after_a_crash_and_after_a_finished_run(tmp_path):
+    """A rerun on other data never resumes the old run: its result equals a fresh run on the new data."""
+    a = make_synthetic(tmp_path / "a", n_images={"train": 16, "val": 8, "test": 2}, seed=0)
+    b = make_synthetic(tmp_path / "b", n_images={"train": 16, "val": 8, "test": 2}, seed=1)
+    params = {**TINY, "preset": "mt", "epochs": 3}
+    with pytest.raises(TrainingInterrupted):
+        train_student(a, params, 0, tmp_path / "run", None, stop_after_epochs=2)
+    train_student(b, params, 0, tmp_path / "run", None)  # crash on A, then the data changes to B
+    train_student(b, params, 0, tmp_path / "fresh", None)
+    run, fresh = load_checkpoint(tmp_path / "run" / "student.pt"), load_checkpoint(tmp_path / "fresh" / "student.pt")
+    assert _history(tmp_path / "run") == _history(tmp_path / "fresh")
+    assert all(torch.equal(run["state_dict"][k], fresh["state_dict"][k]) for k in run["state_dict"])
+    assert run["meta"]["inputs"] == fresh["meta"]["inputs"]
+    # a finished run, then the data changes in place: retrained, different weights
+    before = (tmp_path / "run" / "student.pt").read_bytes()
+    train_student(a, params, 0, tmp_path / "run", None)
+    assert (tmp_path / "run" / "student.pt").read_bytes() != before
+    assert [r["epoch"] for r in _history(tmp_path / "run")] == [1, 2, 3]
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_checkpoint_is_refused(data, tmp_path):
+    """A pickle that would run a command when loaded is refused, and the command never runs."""
+    from ccr.models import load_student, load_teacher
+
+    marker = tmp_path / "pwned"
+    for name in ("teacher.pt", "student.pt"):
+        torch.save({"format": "ccr-checkpoint", "version": 2, "kind": name[:-3], "meta": _RunsACommand(marker),
+                    "state_dict": {}}, tmp_path / name)
+    with pytest.raises(CheckpointError, match="teacher.pt: refused to load"):
+        load_teacher(tmp_path / "teacher.pt")
+    with pytest.raises(CheckpointError, match="student.pt: refused to load"):
+        load_student(tmp_path / "student.pt")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_retriever(tmp_path, data, {})
+    # a crafted last.pt in a run folder stops the resume
+    torch.save({"x": _RunsACommand(marker)}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="last.pt: refused to load"):
+        train_student(data, {**TINY, "preset": "mt", "epochs": 1}, 0, tmp_path, None)
+    assert not marker.exists()

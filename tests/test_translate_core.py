@@ -29,13 +29,18 @@ def _captions(path: Path) -> Path:
     return path
 
 
+# A crash is simulated from outside the params: params are part of the output's fingerprint, and a
+# resume only continues shards made with the same fingerprint.
+CRASH: dict[str, int | None] = {"on_call": None}
+
+
 class Upper:
     """A deterministic toy translator (the selection/sharding logic is what is under test)."""
 
     calls = 0
 
-    def __init__(self, fail_on_call: int | None = None, empty_for: str | None = None):
-        self.fail_on_call, self.empty_for, self.calls = fail_on_call, empty_for, 0
+    def __init__(self, empty_for: str | None = None):
+        self.fail_on_call, self.empty_for, self.calls = CRASH["on_call"], empty_for, 0
 
     def supports(self, src: str, tgt: str) -> bool:
         return (src, tgt) == ("en", "fr")
@@ -58,6 +63,7 @@ def upper_backend():
     TRANSLATORS.register("test-upper", factory)
     yield made
     TRANSLATORS._factories.pop("test-upper", None)
+    CRASH["on_call"] = None
 
 
 def test_selects_only_english_human_train_val(tmp_path, upper_backend):
@@ -79,16 +85,47 @@ def test_selects_only_english_human_train_val(tmp_path, upper_backend):
 def test_resume_after_crash(tmp_path, upper_backend):
     src = _captions(tmp_path / "captions.parquet")
     out = tmp_path / "mt.parquet"
+    CRASH["on_call"] = 2
     with pytest.raises(RuntimeError, match="simulated crash"):
-        translate_captions(src, "fr", "test-upper", {"fail_on_call": 2}, out, shard_size=3)
+        translate_captions(src, "fr", "test-upper", {}, out, shard_size=3)
     assert not out.exists()  # a partial output never looks complete
     assert len(list((tmp_path / "mt.parquet.shards").glob("part-*.parquet"))) == 1
+    CRASH["on_call"] = None
     translate_captions(src, "fr", "test-upper", {}, out, shard_size=3)
     assert upper_backend[1].calls == 2  # only the 4 remaining captions were translated
     ids = read_captions(out).column("caption_id").to_pylist()
     assert len(ids) == len(set(ids)) == 7
     assert ids[0] == "train0#en0#mt-fr" and ids[-1] == "val1#en0#mt-fr"  # source order kept
     assert not (tmp_path / "mt.parquet.shards").exists()
+
+
+def test_crash_then_data_change_never_mixes_shards(tmp_path, upper_backend, caplog):
+    src = _captions(tmp_path / "captions.parquet")
+    out = tmp_path / "mt.parquet"
+    CRASH["on_call"] = 3
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        translate_captions(src, "fr", "test-upper", {}, out, shard_size=3)
+    assert len(list((tmp_path / "mt.parquet.shards").glob("part-*.parquet"))) == 2
+    CRASH["on_call"] = None
+    # the data changes in place (same caption ids, new text), then the stage reruns
+    table = pq.read_table(src)
+    texts = [t.replace("dog", "cat") for t in table.column("text").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)), src)
+    with caplog.at_level("WARNING", logger="ccr"):
+        translate_captions(src, "fr", "test-upper", {}, out, shard_size=3)
+    assert "discarded 2 leftover shard(s)" in caplog.text
+    assert upper_backend[1].calls == 3  # everything translated again from the new data
+    fresh = tmp_path / "fresh.parquet"
+    translate_captions(src, "fr", "test-upper", {}, fresh, shard_size=3)
+    assert read_captions(out).equals(read_captions(fresh))
+    assert all("CAT" in t for t in read_captions(out).column("text").to_pylist())
+    # a settings change discards them too: shards carry the backend and params they were made with
+    CRASH["on_call"] = 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        translate_captions(src, "fr", "test-upper", {}, tmp_path / "p.parquet", shard_size=3)
+    CRASH["on_call"] = None
+    translate_captions(src, "fr", "test-upper", {"empty_for": "nothing matches"}, tmp_path / "p.parquet", shard_size=3)
+    assert upper_backend[-1].calls == 3
 
 
 def test_empty_translation_names_caption(tmp_path, upper_backend):

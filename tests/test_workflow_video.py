@@ -71,10 +71,11 @@ def test_video_frame_features_run_through_the_workflow(tmp_path):
     }
     workdir = make_workdir(tmp_path / "wd", config)
     snakemake(workdir)
-    features = pq.read_table(next((workdir / "results" / "features" / "clips" / "images").glob("*.parquet")))
+    features = pq.read_table(next((workdir / "results" / "features").glob("clips-*/images/*.parquet")))
     assert features.schema.field("tokens").type.list_size == 4  # 4 frames = 4 visual tokens per clip
+    rows = {r["system"]: r for r in pq.read_table(next(workdir.glob("results/report/clips/main-*/metrics.parquet")))
+            .to_pylist()}
     for system in ("mt", "mt+teacher"):
-        row = pq.read_table(workdir / "results" / "runs" / "clips" / system / "fr" / "seed0" / "metrics.parquet")
-        row = row.to_pylist()[0]
+        row = rows[system]
         # 16 test clips (16 distinct colour x action): chance mR ~ (1/16+5/16+10/16)/3 = 33%
         assert row["n_images"] == 16 and row["mr"] > 50.0, row

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Registers every <root>/**/metrics.parquet as the DuckDB view 'metrics' "
                                      "(columns unioned by name) and prints a query result. Default query: "
                                      "mean and std of mR over seeds per dataset/system/lang.")
-    res.add_argument("--root", default="results", help="folder searched recursively (default: results)")
+    res.add_argument("--root", default="results/report", help="folder searched recursively for the reports' metrics.parquet (default: results/report)")
     res.add_argument("--sql", help="a SQL query over the view 'metrics' (default: mR mean/std per group)")
     res.add_argument("--format", choices=("table", "csv", "json"), default="table")
     res.set_defaults(func=cmd_results)

@@ -9,16 +9,21 @@ partial output never looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ccr.keys import stable_hash
 
 log = logging.getLogger("ccr")
 
@@ -43,14 +48,48 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
     sys.excepthook = log_uncaught
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and a rename (JSON, HTML, PNG outputs)."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, make it ``path`` durably.
+
+    The one atomic-write helper of the library: the caller writes the temporary file, which is then
+    fsynced, renamed over ``path`` and its directory fsynced, so after a crash (even of the machine)
+    ``path`` holds either the old content or the complete new one, never a torn file.  On error the
+    temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    # makes the rename itself durable; some file systems refuse to open directories (then skip)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (JSON, HTML, PNG outputs)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -58,13 +97,72 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write ``table`` to Parquet at ``path`` via a temporary file and a rename."""
+    """Write ``table`` to Parquet at ``path`` atomically and durably.
+
+    Chunks are combined first, so the file's bytes depend only on the table's content and schema
+    (a table assembled from resumed shards is byte-identical to one written in one go).
+    """
+    with atomic_path(path) as tmp:
+        pq.write_table(table.combine_chunks(), tmp)
+    return Path(path)
+
+
+# ---- fingerprints: what made an output ---------------------------------------------------------
+
+FINGERPRINT_KEY = b"ccr.fingerprint"
+
+
+def fingerprint(stage: str, settings: Any, inputs: Mapping[str, str]) -> str:
+    """The fingerprint of an output: its stage, the settings that change it and its inputs' fingerprints."""
+    return stable_hash({"stage": stage, "settings": settings, "inputs": dict(inputs)}, length=16)
+
+
+def stamp(table: pa.Table | pa.Schema, fingerprint_: str) -> Any:
+    """``table`` (or schema) with ``fingerprint_`` added to its schema metadata."""
+    meta = dict(table.schema.metadata or {}) if isinstance(table, pa.Table) else dict(table.metadata or {})
+    meta[FINGERPRINT_KEY] = fingerprint_.encode()
+    return table.replace_schema_metadata(meta) if isinstance(table, pa.Table) else table.with_metadata(meta)
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's content (data and schema without metadata): for tables made from outside data."""
+    sink = pa.BufferOutputStream()
+    plain = table.replace_schema_metadata(None).combine_chunks()
+    with pa.ipc.new_stream(sink, plain.schema) as writer:
+        writer.write_table(plain)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def read_fingerprint(path: str | os.PathLike) -> str:
+    """The fingerprint stored in a Parquet file's metadata, else (a file from outside) the file's digest."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    if not path.is_file():
+        raise FileNotFoundError(f"input not found: {path}")
+    if path.suffix == ".parquet":
+        meta = pq.read_schema(path).metadata or {}
+        if FINGERPRINT_KEY in meta:
+            return meta[FINGERPRINT_KEY].decode()
+    return "sha256:" + file_digest(path)
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """:func:`read_fingerprint` of a file, or the digest of every file under a folder (e.g. a BigFile)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return "tree:" + stable_hash({str(p.relative_to(path)): file_digest(p) for p in files}, length=16)
+    return read_fingerprint(path)
+
+
+def input_fingerprints(paths: Mapping[str, str | os.PathLike | None]) -> dict[str, str]:
+    """name -> fingerprint of each given input (None entries skipped)."""
+    return {name: read_fingerprint(p) for name, p in sorted(paths.items()) if p is not None}
 
 
 class Progress:
@@ -100,29 +198,45 @@ class ShardedWriter:
 
     Usage::
 
-        writer = ShardedWriter(out_path, key="caption_id", schema=schema)
+        writer = ShardedWriter(out_path, key="caption_id", schema=schema, fingerprint=fp)
         todo = writer.pending(all_keys)          # keys not yet in a finished shard
         for chunk in batched(todo, 256):
             writer.write(make_rows(chunk))       # one atomic shard per call
         writer.finish(order=all_keys)            # concatenates, checks, renames, removes shards
+
+    ``fingerprint`` names what the rows are made from (stage, backend, settings, the inputs'
+    fingerprints: :func:`fingerprint`).  Every shard carries it; leftover shards with another
+    fingerprint (a crash, then a change of data or settings) are discarded with a log line, so a
+    resume only ever continues work made from the same inputs.  The final table carries it too.
     """
 
-    def __init__(self, out_path: str | os.PathLike, key: str, schema: pa.Schema):
+    def __init__(self, out_path: str | os.PathLike, key: str, schema: pa.Schema, fingerprint: str):
         self.out_path = Path(out_path)
-        self.key, self.schema = key, schema
+        self.key, self.fingerprint = key, fingerprint
+        self.schema = stamp(schema, fingerprint)
         self.shard_dir = self.out_path.with_name(self.out_path.name + ".shards")
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         # Leftover temporary files are shards a crash interrupted mid-write: never trusted.
         for tmp in self.shard_dir.glob(".*.tmp-*"):
             tmp.unlink()
-        self._shards = sorted(self.shard_dir.glob("part-*.parquet"))
+        self._shards: list[Path] = []
         self._done: set[str] = set()
-        for shard in self._shards:
-            keys = pq.read_table(shard, columns=[key]).column(key).to_pylist()
-            self._done.update(keys)
+        stale: list[str] = []
+        for shard in sorted(self.shard_dir.glob("part-*.parquet")):
+            old = pq.read_schema(shard)
+            found = (old.metadata or {}).get(FINGERPRINT_KEY, b"none").decode()
+            if found != fingerprint or old.remove_metadata() != schema.remove_metadata():
+                stale.append(found)
+                shard.unlink()
+                continue
+            self._shards.append(shard)
+            self._done.update(pq.read_table(shard, columns=[key]).column(key).to_pylist())
+        if stale:
+            log.warning("%s: discarded %d leftover shard(s) made from other inputs or settings (fingerprint %s, "
+                        "now %s)", self.out_path, len(stale), ", ".join(sorted(set(stale))), fingerprint)
         if self._done:
-            log.info("resuming %s: %d rows already done in %d shard(s)",
-                     self.out_path, len(self._done), len(self._shards))
+            log.info("resuming %s: %d rows already done in %d shard(s) (fingerprint %s)",
+                     self.out_path, len(self._done), len(self._shards), fingerprint)
 
     @property
     def done_keys(self) -> set[str]:
@@ -139,7 +253,9 @@ class ShardedWriter:
         dup = self._done.intersection(keys)
         if dup:
             raise ValueError(f"{self.out_path}: shard repeats {len(dup)} key(s) already written, e.g. {sorted(dup)[:3]}")
-        shard = self.shard_dir / f"part-{len(self._shards):05d}.parquet"
+        # numbered after the highest existing shard: discarded shards leave gaps, never clashes
+        number = int(self._shards[-1].stem.split("-")[1]) + 1 if self._shards else 0
+        shard = self.shard_dir / f"part-{number:05d}.parquet"
         write_table_atomic(table, shard)
         self._shards.append(shard)
         self._done.update(keys)
@@ -154,6 +270,7 @@ class ShardedWriter:
                 raise RuntimeError(f"{self.out_path}: {len(missing)} row(s) never written, e.g. {sorted(missing)[:3]}")
             index = {k: i for i, k in enumerate(table.column(self.key).to_pylist())}
             table = table.take(pa.array([index[k] for k in order], pa.int64()))
+        table = table.replace_schema_metadata(self.schema.metadata)
         write_table_atomic(table, self.out_path)
         shutil.rmtree(self.shard_dir, ignore_errors=True)
         return table

@@ -1,57 +1,120 @@
 # Config validation, result paths and input functions shared by every rule file.
+#
+# Every output path is keyed by what made it: the dataset folder by the dataset's settings, each
+# stage's file by its backend and params, trainings and evaluations by a hash chained from every
+# upstream key. Two configs therefore write the same file only when they would compute the same
+# thing, and a change anywhere upstream gives new paths (or, for in-place data edits, a rerun whose
+# content fingerprints make resumes start afresh; see ccr.io). Keys hash canonical (sorted) JSON,
+# so the order of keys in a config never matters.
+#
+# Parse time needs only the standard library: the helpers come from the library's torch-free
+# modules (ccr.keys, ccr.params), imported from this workflow's own source tree.
 
-import hashlib
-import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from ccr.features import encoder_key
-from ccr.train.params import resolve_params
-from ccr.train.presets import needs_teacher, needs_training
+SRC_DIR = Path(workflow.current_basedir).parents[1] / "src"
+if SRC_DIR.is_dir():
+    sys.path.insert(0, str(SRC_DIR))
+
+from ccr.keys import backend_key, canonical, encoder_key, stable_hash
+from ccr.params import resolve_student_params, resolve_teacher_params
 
 
 validate(config, "../schemas/config.schema.yaml")
 
 DATASET = config["dataset"]["name"]
 LANGS = sorted(config["languages"])
-SEEDS = config.get("seeds", [0])
-SYSTEMS = config.get("systems", {"zero-shot": {}, "full": {}})
-RES = config.get("resources", {})
-HEAVY_THREADS = RES.get("threads", 2)
-RUN_NAME = config.get("run_name", "main")
+SEEDS = config["seeds"]
+SYSTEMS = {name: entry or {} for name, entry in config["systems"].items()}
+RES = config["resources"]
+HEAVY_THREADS = RES["threads"]
+RUN_NAME = config["run_name"]
 
-IMAGE_ENC = config["features"]["image"]
-TEXT_ENC = config["features"]["text"]
-IMAGE_KEY = encoder_key(IMAGE_ENC["backend"], IMAGE_ENC.get("params", {}))
-# with_tokens changes what the table holds, so it is part of the cache key
-TEXT_KEY = encoder_key(
-    TEXT_ENC["backend"], {**TEXT_ENC.get("params", {}), "with_tokens": TEXT_ENC.get("with_tokens", True)}
+# The run's identity in metrics rows: its config (without scheduling resources) and the code.
+CONFIG_HASH = stable_hash({k: v for k, v in config.items() if k != "resources"})
+
+
+def code_version() -> str:
+    """The workflow's git commit (+ '-dirty' with uncommitted changes), else the library's version."""
+    root = Path(workflow.current_basedir).parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        import ccr
+
+        return f"ccr-{ccr.__version__}"
+
+
+CODE_VERSION = code_version()
+
+
+# ---- what each stage is made of (keys) ---------------------------------------------------------
+
+DATASET_SPEC = canonical(
+    {"source": config["dataset"]["source"], "params": config["dataset"]["params"], "seed": config["seed"]}
 )
-DESCRIBE = config.get("describe", {"backend": "imagenet-tags", "params": {}})
+DATA_KEY = stable_hash(DATASET_SPEC)
+DS = f"{DATASET}-{DATA_KEY}"
 
-DATA_DIR = f"results/data/{DATASET}"
-FEAT_DIR = f"results/features/{DATASET}"
-RUNS_DIR = f"results/runs/{DATASET}"
-REPORT_DIR = f"results/report/{DATASET}/{RUN_NAME}"
+DESCRIBE = canonical(config["describe"])
+DESC_KEY = backend_key(DESCRIBE["backend"], DESCRIBE["params"])
+IMAGE_ENC = canonical(config["features"]["image"])
+IMAGE_KEY = encoder_key(IMAGE_ENC["backend"], IMAGE_ENC["params"])
+TEXT_ENC = canonical(config["features"]["text"])
+# with_tokens changes what the table holds, so it is part of the cache key
+TEXT_KEY = encoder_key(TEXT_ENC["backend"], {**TEXT_ENC["params"], "with_tokens": TEXT_ENC["with_tokens"]})
+
+DATA_DIR = f"results/data/{DS}"
+FEAT_DIR = f"results/features/{DS}"
+RUNS_DIR = f"results/runs/{DS}"
+REPORT_DIR = f"results/report/{DATASET}/{RUN_NAME}-{CONFIG_HASH}"
 
 # Training data without machine translation is the same for every language (English captions,
 # zero-shot transfer through the multilingual encoder): such languages share one trained model.
 NO_MT = "no-mt"
 
 
+def source_stamp() -> str:
+    """Size and mtime of every file that a path-valued dataset param names: a cheap trigger that
+    reruns prepare_dataset when the source data changes in place (the stage then fingerprints the
+    content itself)."""
+    entries = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list):
+            for v in value:
+                visit(v)
+        elif isinstance(value, str) and os.path.exists(value):
+            paths = [Path(value)] if os.path.isfile(value) else sorted(p for p in Path(value).rglob("*") if p.is_file())
+            for p in paths:
+                st = p.stat()
+                entries.append([str(p), st.st_size, st.st_mtime_ns])
+
+    visit(config["dataset"]["params"])
+    return stable_hash(entries)
+
+
 wildcard_constraints:
-    lang="[a-z]{2,3}(-[A-Za-z0-9]+)?",
-    trainset=r"no-mt|[a-z]{2,3}(-[A-Za-z0-9]+)?\.[A-Za-z0-9_-]+",
-    system="[A-Za-z0-9_.+-]+",
+    code="[a-z]{2,3}",
+    trkey="[A-Za-z0-9_.-]+-[0-9a-f]{8}",
+    trainset=r"no-mt|[a-z]{2,3}\.[A-Za-z0-9_.-]+-[0-9a-f]{8}",
     seed=r"\d+",
     tkey="[0-9a-f]{10}",
     skey="[0-9a-f]{10}",
-
-
-def stable_hash(obj) -> str:
-    """Short content hash of a JSON-able object (names cache folders by their settings)."""
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+    ekey="[0-9a-f]{10}",
 
 
 # ---- languages and systems ---------------------------------------------------------------------
@@ -59,40 +122,42 @@ def stable_hash(obj) -> str:
 
 def translate_spec(lang: str) -> dict:
     """A query set's entry of ``languages`` (its key may name a subset, e.g. ``de-task2``)."""
-    return config["languages"][lang]
+    return canonical(config["languages"][lang])
 
 
 def language_code(lang: str) -> str:
     return translate_spec(lang).get("code", lang)
 
 
+def translation_key(lang: str) -> str:
+    spec = translate_spec(lang)
+    return backend_key(spec["backend"], spec["params"])
+
+
 def trainset_of(lang: str) -> str:
-    """Which training text a language's systems learn from: its MT (``<lang>.<backend>``) or none."""
-    backend = translate_spec(lang)["backend"]
-    return NO_MT if backend == "none" else f"{lang}.{backend}"
+    """Which training text a language's systems learn from: its MT (``<code>.<translation key>``) or none."""
+    if translate_spec(lang)["backend"] == "none":
+        return NO_MT
+    return f"{language_code(lang)}.{translation_key(lang)}"
 
 
-def trainset_lang(trainset: str) -> str | None:
-    """The language key whose translations make ``trainset`` (None for no-mt)."""
-    return None if trainset == NO_MT else trainset.rsplit(".", 1)[0]
+# (code, translation key) -> the languages entry that makes it (query sets of one code share it)
+TRANSLATIONS = {(language_code(lang), translation_key(lang)): translate_spec(lang) for lang in LANGS}
 
 
 def system_spec(system: str) -> SimpleNamespace:
-    """A system's preset + overrides: its teacher and student params and which stages it trains.
+    """A system's student params (preset + overrides) and teacher params.
 
     The student params name the preset (``systems.<name>.preset``, default: the system's name);
     config-wide ``train.*`` overrides come first, the system's own overrides last.
     """
-    entry = SYSTEMS[system] or {}
-    train = config.get("train", {})
-    student = {"preset": entry.get("preset", system), **train.get("student", {}), **entry.get("student", {})}
-    teacher = {**train.get("teacher", {}), **entry.get("teacher", {})}
-    return SimpleNamespace(
-        student=student,
-        teacher=teacher,
-        trains_student=needs_training(student),
-        needs_teacher=needs_teacher(student),
-    )
+    entry = SYSTEMS[system]
+    train = config["train"]
+    student = {"preset": entry.get("preset", system), **train["student"], **entry.get("student", {})}
+    teacher = {**train["teacher"], **entry.get("teacher", {})}
+    resolved = resolve_student_params(student)
+    return SimpleNamespace(student=student, teacher=teacher, trains_student=resolved.train,
+                           needs_teacher=resolved.needs_teacher)
 
 
 def uses_teacher(system: str, trainset: str) -> bool:
@@ -100,30 +165,41 @@ def uses_teacher(system: str, trainset: str) -> bool:
     return trainset != NO_MT and system_spec(system).needs_teacher
 
 
+def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
+    """The teacher params a system's student distils from, and the key of that training."""
+    params = resolve_teacher_params(system_spec(system).teacher)
+    return SimpleNamespace(params=canonical(params.to_dict()),
+                           key=stable_hash([params.numeric_dict(), TEXT_KEY, trainset]))
+
+
 def student_plan(system: str, trainset: str) -> SimpleNamespace:
     """The student params a system trains with on ``trainset``, and the key of that training.
 
     Without MT there is no translation to train on and no teacher to distil from, so such systems
     train with use_mt/use_teacher off; systems whose effective params agree (english-only, mt and
-    mt+teacher without MT) share one trained student (the key hashes the effective params).
+    mt+teacher without MT) share one trained student (the key hashes the effective params and
+    every upstream key the training reads).
     """
     params = dict(system_spec(system).student)
     if trainset == NO_MT:
         params.update(use_mt=False, use_teacher=False)
-    effective = resolve_params(params).to_dict()
-    teacher = system_spec(system).teacher if uses_teacher(system, trainset) else None
-    return SimpleNamespace(params=effective, key=stable_hash([effective, teacher]))
+    resolved = resolve_student_params(params)
+    teacher = teacher_plan(system, trainset).key if uses_teacher(system, trainset) else None
+    upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
+    return SimpleNamespace(params=canonical(resolved.to_dict()),
+                           key=stable_hash([resolved.numeric_dict(), teacher, trainset, upstream]),
+                           use_slots=resolved.use_slots)
 
 
 # ---- paths of each stage's outputs -------------------------------------------------------------
 
 
 def translations_path(lang: str) -> str:
-    return f"{DATA_DIR}/translations/{lang}.{translate_spec(lang)['backend']}.parquet"
+    return f"{DATA_DIR}/translations/{language_code(lang)}/{translation_key(lang)}.parquet"
 
 
 def descriptions_path() -> str:
-    return f"{DATA_DIR}/descriptions.{DESCRIBE['backend']}.parquet"
+    return f"{DATA_DIR}/descriptions/{DESC_KEY}.parquet"
 
 
 def image_features_path() -> str:
@@ -134,68 +210,159 @@ def text_features_path(source: str) -> str:
     return f"{FEAT_DIR}/texts/{TEXT_KEY}/{source}.parquet"
 
 
+def translation_features_path(lang: str) -> str:
+    return text_features_path(f"mt-{language_code(lang)}.{translation_key(lang)}")
+
+
+def description_features_path() -> str:
+    return text_features_path(f"descriptions.{DESC_KEY}")
+
+
 def teacher_dir(system: str, trainset: str, seed) -> str:
     """Teachers are shared by every system with the same teacher params."""
-    return f"{RUNS_DIR}/teachers/{trainset}/{stable_hash(system_spec(system).teacher)}/seed{seed}"
+    return f"{RUNS_DIR}/teachers/{trainset}/{teacher_plan(system, trainset).key}/seed{seed}"
 
 
 def student_dir(system: str, trainset: str, seed) -> str:
     return f"{RUNS_DIR}/students/{trainset}/{student_plan(system, trainset).key}/seed{seed}"
 
 
-def system_for_student(trainset: str, skey: str) -> str:
-    """A system of the config whose student on ``trainset`` has key ``skey``."""
-    for system in SYSTEMS:
-        if system_spec(system).trains_student and student_plan(system, trainset).key == skey:
-            return system
-    raise ValueError(f"no system in the config trains a student with key '{skey}' on '{trainset}'")
+def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
+    """What one (system, query set, seed) evaluation computes, and its key.
+
+    Evaluations are shared: the zero-shot system's does not depend on the seed, and systems that
+    share a trained student share its evaluation.
+    """
+    trainset = trainset_of(lang)
+    spec = translate_spec(lang)
+    query = {"code": language_code(lang), "pattern": spec.get("query_pattern"), "ks": config["evaluate"]["ks"]}
+    if system_spec(system).trains_student:
+        plan = student_plan(system, trainset)
+        what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
+        student = f"{student_dir(system, trainset, seed)}/student.pt"
+    else:
+        what = {"zero-shot": [DESC_KEY, TEXT_KEY]}
+        student = None
+    key = stable_hash([what, query])
+    return SimpleNamespace(key=key, lang=lang, trainset=trainset, query=query, student=student,
+                           params=student_plan(system, trainset).params, use_slots=student is None or
+                           student_plan(system, trainset).use_slots)
 
 
-def run_dir(system: str, lang: str, seed) -> str:
-    """Where one (system, query language, seed) evaluation writes its metrics."""
-    return f"{RUNS_DIR}/{system}/{lang}/seed{seed}"
+def eval_dir(system: str, lang: str, seed) -> str:
+    return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
+
+
+# Reverse lookups from the keys in paths (wildcards) to what they stand for.
+STUDENTS = {}
+TEACHERS = {}
+EVALS = {}
+for _system in SYSTEMS:
+    for _lang in LANGS:
+        _trainset = trainset_of(_lang)
+        if system_spec(_system).trains_student:
+            STUDENTS.setdefault((_trainset, student_plan(_system, _trainset).key), _system)
+        if uses_teacher(_system, _trainset):
+            TEACHERS.setdefault((_trainset, teacher_plan(_system, _trainset).key), _system)
+        for _seed in SEEDS:
+            EVALS.setdefault(eval_plan(_system, _lang, _seed).key, (_system, _lang, _seed))
+
+
+# ---- resources ---------------------------------------------------------------------------------
+
+# Backends that run a neural model on a GPU when one is there; the offline ones never ask for one.
+GPU_BACKENDS = frozenset({"hf-seq2seq", "hf-vlm", "vllm", "hf-clip", "hf-text"})
+
+
+def gpus_for(spec: dict) -> int:
+    """GPUs a stage's job asks for: at least one for a GPU backend (unless its params pin the CPU)."""
+    if spec["backend"] not in GPU_BACKENDS or spec.get("params", {}).get("device") == "cpu":
+        return 0
+    return max(1, RES["gpu"])
+
+
+def translate_gpus(wildcards) -> int:
+    return gpus_for(TRANSLATIONS[(wildcards.code, wildcards.trkey)])
+
+
+def mt_quality_source(wildcards) -> str:
+    return config["mt_quality"][wildcards.lang]["source"]
+
+
+def mt_quality_reference(wildcards) -> str:
+    return config["mt_quality"][wildcards.lang]["reference"]
 
 
 # ---- input functions ---------------------------------------------------------------------------
 
 
-def data_inputs(trainset: str) -> dict:
+def data_inputs(trainset: str, descriptions: bool = True) -> dict:
     """Everything ccr.train.TrainInputs points at, for one training set."""
     inputs = {
         "images": f"{DATA_DIR}/images.parquet",
         "captions": f"{DATA_DIR}/captions.parquet",
-        "descriptions": descriptions_path(),
         "image_features": image_features_path(),
         "caption_features": text_features_path("captions"),
-        "description_features": text_features_path(f"descriptions.{DESCRIBE['backend']}"),
     }
-    lang = trainset_lang(trainset)
-    if lang is not None:
-        inputs["translations"] = translations_path(lang)
-        inputs["translation_features"] = text_features_path(f"mt-{lang}.{translate_spec(lang)['backend']}")
+    if descriptions:
+        inputs["descriptions"] = descriptions_path()
+        inputs["description_features"] = description_features_path()
+    if trainset != NO_MT:
+        code, trkey = trainset.split(".", 1)
+        inputs["translations"] = f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
+        inputs["translation_features"] = text_features_path(f"mt-{trainset}")
     return inputs
+
+
+def translate_params(wildcards) -> dict:
+    return TRANSLATIONS[(wildcards.code, wildcards.trkey)]
 
 
 def teacher_inputs(wildcards) -> dict:
     """The teacher sees English captions and their translations only."""
-    inputs = data_inputs(wildcards.trainset)
+    inputs = data_inputs(wildcards.trainset, descriptions=False)
     return {k: inputs[k] for k in ("images", "captions", "translations", "caption_features", "translation_features")}
 
 
+def teacher_params(wildcards) -> dict:
+    return teacher_plan(TEACHERS[(wildcards.trainset, wildcards.tkey)], wildcards.trainset).params
+
+
+def student_system(wildcards) -> str:
+    """A system of the config whose student on ``trainset`` has key ``skey``."""
+    return STUDENTS[(wildcards.trainset, wildcards.skey)]
+
+
 def student_inputs(wildcards) -> dict:
-    inputs = data_inputs(wildcards.trainset)
-    system = system_for_student(wildcards.trainset, wildcards.skey)
+    system = student_system(wildcards)
+    plan = student_plan(system, wildcards.trainset)
+    inputs = data_inputs(wildcards.trainset, descriptions=plan.use_slots)
     if uses_teacher(system, wildcards.trainset):
         inputs["teacher"] = f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
     return inputs
 
 
+def student_params(wildcards) -> dict:
+    return student_plan(student_system(wildcards), wildcards.trainset).params
+
+
+def training_language(trainset: str) -> str:
+    return "en" if trainset == NO_MT else trainset.split(".", 1)[0]
+
+
 def evaluate_inputs(wildcards) -> dict:
-    trainset = trainset_of(wildcards.lang)
-    inputs = data_inputs(trainset)
-    if system_spec(wildcards.system).trains_student:
-        inputs["student"] = f"{student_dir(wildcards.system, trainset, wildcards.seed)}/student.pt"
+    system, lang, seed = EVALS[wildcards.ekey]
+    plan = eval_plan(system, lang, seed)
+    inputs = data_inputs(plan.trainset, descriptions=plan.use_slots)
+    if plan.student:
+        inputs["student"] = plan.student
     return inputs
+
+
+def evaluate_params(wildcards) -> dict:
+    system, lang, seed = EVALS[wildcards.ekey]
+    plan = eval_plan(system, lang, seed)
+    return {"student": plan.params, "query": plan.query}
 
 
 def text_source_input(wildcards) -> str:
@@ -204,26 +371,28 @@ def text_source_input(wildcards) -> str:
     if source == "captions":
         return f"{DATA_DIR}/captions.parquet"
     if source.startswith("descriptions."):
-        return f"{DATA_DIR}/{source}.parquet"
+        return f"{DATA_DIR}/descriptions/{source.split('.', 1)[1]}.parquet"
     if source.startswith("mt-"):
-        return f"{DATA_DIR}/translations/{source[3:]}.parquet"
+        code, trkey = source[3:].split(".", 1)
+        return f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
     raise ValueError(f"unknown text source '{source}'")
-
-
-def teacher_params_for_key(tkey: str) -> dict:
-    """The teacher params whose hash is ``tkey`` (systems with equal teacher params share one teacher)."""
-    for system in SYSTEMS:
-        spec = system_spec(system)
-        if spec.needs_teacher and stable_hash(spec.teacher) == tkey:
-            return spec.teacher
-    raise ValueError(f"no system in the config has a teacher with key '{tkey}'")
 
 
 # ---- targets -----------------------------------------------------------------------------------
 
 
+def run_table() -> list[dict]:
+    """Every (system, query set, seed) of the config with the evaluation that scores it."""
+    return [{"system": system, "lang": lang, "seed": int(seed), "eval": eval_dir(system, lang, seed)}
+            for system in SYSTEMS for lang in LANGS for seed in SEEDS]
+
+
 def all_metrics() -> list[str]:
-    return [f"{run_dir(system, lang, seed)}/metrics.parquet" for system in SYSTEMS for lang in LANGS for seed in SEEDS]
+    return sorted({f"{run['eval']}/metrics.parquet" for run in run_table()})
+
+
+def all_examples() -> list[str]:
+    return sorted({f"{run['eval']}/examples.parquet" for run in run_table()})
 
 
 def history_tags() -> dict:
@@ -247,11 +416,16 @@ def all_histories() -> list[str]:
     return sorted(history_tags())
 
 
+def report_tags() -> dict:
+    """Columns every metrics row of this config's report carries, beside system, lang and seed."""
+    return {"dataset": DATASET, "run_name": RUN_NAME, "config_hash": CONFIG_HASH, "code_version": CODE_VERSION}
+
+
 def mt_quality_outputs() -> list[str]:
     """BLEU/chrF files for the languages that have a parallel test set and a real MT backend."""
     return [
         f"{REPORT_DIR}/mt_quality.{lang}.json"
-        for lang in config.get("mt_quality", {})
+        for lang in config["mt_quality"]
         if lang in config["languages"] and translate_spec(lang)["backend"] != "none"
     ]
 

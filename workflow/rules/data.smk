@@ -7,16 +7,18 @@ rule prepare_dataset:
         captions=f"{DATA_DIR}/captions.parquet",
     params:
         source=config["dataset"]["source"],
-        dataset_params=config["dataset"].get("params", {}),
-        seed=config.get("seed", 0),
+        dataset_params=DATASET_SPEC["params"],
+        seed=config["seed"],
+        # changes when a source file changes in place, so the job reruns (see source_stamp)
+        source_stamp=source_stamp(),
     log:
-        f"logs/{DATASET}/prepare_dataset.log",
+        f"logs/{DS}/prepare_dataset/prepare_dataset.log",
     benchmark:
-        f"benchmarks/{DATASET}/prepare_dataset.tsv"
+        f"benchmarks/{DS}/prepare_dataset/prepare_dataset.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/prepare_dataset.py"

@@ -5,19 +5,19 @@ rule describe_images:
     input:
         images=f"{DATA_DIR}/images.parquet",
     output:
-        f"{DATA_DIR}/descriptions.{{backend}}.parquet",
+        f"{DATA_DIR}/descriptions/{DESC_KEY}.parquet",
     params:
         spec=DESCRIBE,
     log:
-        f"logs/{DATASET}/describe_images.{{backend}}.log",
+        f"logs/{DS}/describe_images/{DESC_KEY}.log",
     benchmark:
-        f"benchmarks/{DATASET}/describe_images.{{backend}}.tsv"
+        f"benchmarks/{DS}/describe_images/{DESC_KEY}.tsv"
     threads: HEAVY_THREADS
     resources:
-        mem_mb=RES.get("mem_mb", 8000),
-        runtime=RES.get("runtime", 120),
-        gpu=RES.get("gpu", 0) if DESCRIBE["backend"] in ("vllm", "hf-vlm") else 0,
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpus_for(DESCRIBE),
     conda:
-        "../../envs/describe.yaml"
+        "../envs/describe.yaml"
     script:
         "../scripts/describe_images.py"

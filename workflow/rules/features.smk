@@ -5,20 +5,20 @@ rule embed_images:
     input:
         images=f"{DATA_DIR}/images.parquet",
     output:
-        f"{FEAT_DIR}/images/{{key}}.parquet",
+        f"{FEAT_DIR}/images/{IMAGE_KEY}.parquet",
     params:
         spec=IMAGE_ENC,
     log:
-        f"logs/{DATASET}/embed_images.{{key}}.log",
+        f"logs/{DS}/embed_images/{IMAGE_KEY}.log",
     benchmark:
-        f"benchmarks/{DATASET}/embed_images.{{key}}.tsv"
+        f"benchmarks/{DS}/embed_images/{IMAGE_KEY}.tsv"
     threads: HEAVY_THREADS
     resources:
-        mem_mb=RES.get("mem_mb", 8000),
-        runtime=RES.get("runtime", 120),
-        gpu=RES.get("gpu", 0) if IMAGE_ENC["backend"].startswith("hf") else 0,
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpus_for(IMAGE_ENC),
     conda:
-        "../../envs/features.yaml"
+        "../envs/features.yaml"
     script:
         "../scripts/embed_images.py"
 
@@ -27,19 +27,19 @@ rule embed_texts:
     input:
         captions=text_source_input,
     output:
-        f"{FEAT_DIR}/texts/{{key}}/{{source}}.parquet",
+        f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}.parquet",
     params:
         spec=TEXT_ENC,
     log:
-        f"logs/{DATASET}/embed_texts.{{key}}.{{source}}.log",
+        f"logs/{DS}/embed_texts/{TEXT_KEY}.{{source}}.log",
     benchmark:
-        f"benchmarks/{DATASET}/embed_texts.{{key}}.{{source}}.tsv"
+        f"benchmarks/{DS}/embed_texts/{TEXT_KEY}.{{source}}.tsv"
     threads: HEAVY_THREADS
     resources:
-        mem_mb=RES.get("mem_mb", 8000),
-        runtime=RES.get("runtime", 120),
-        gpu=RES.get("gpu", 0) if TEXT_ENC["backend"].startswith("hf") else 0,
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpus_for(TEXT_ENC),
     conda:
-        "../../envs/features.yaml"
+        "../envs/features.yaml"
     script:
         "../scripts/embed_texts.py"

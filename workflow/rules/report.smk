@@ -1,26 +1,33 @@
-# ccr.report: metrics table, Recall@K plot, training curves and retrieved examples.
+# ccr.report: metrics table, Recall@K plot, training curves and retrieved examples, for one config.
+# The report folder is keyed by the config's hash; every metrics row carries the system, query set
+# and seed, plus the config hash and the code version, so `ccr results` tells runs apart.
 
 
 rule report:
     input:
         metrics=all_metrics(),
         histories=all_histories(),
-        examples=[p.replace("metrics.parquet", "examples.parquet") for p in all_metrics()],
+        examples=all_examples(),
     output:
         html=report(f"{REPORT_DIR}/report.html", category="Summary", caption="../report/workflow.rst"),
         table=report(f"{REPORT_DIR}/metrics_table.md", category="Summary", caption="../report/metrics.rst"),
         table_parquet=f"{REPORT_DIR}/metrics_table.parquet",
+        metrics=f"{REPORT_DIR}/metrics.parquet",
         recall=report(f"{REPORT_DIR}/recall_at_k.png", category="Plots", caption="../report/recall.rst"),
         curves=report(f"{REPORT_DIR}/training_curves.png", category="Plots", caption="../report/curves.rst"),
         examples=report(f"{REPORT_DIR}/examples.html", category="Examples", caption="../report/examples.rst"),
     params:
+        runs=run_table(),
+        tags=report_tags(),
         history_tags=history_tags(),
     log:
-        f"logs/{DATASET}/report.{config.get('run_name', 'main')}.log",
+        f"logs/{DS}/report/{RUN_NAME}-{CONFIG_HASH}.log",
+    benchmark:
+        f"benchmarks/{DS}/report/{RUN_NAME}-{CONFIG_HASH}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     script:
         "../scripts/report.py"

@@ -1,42 +1,44 @@
-# ccr.translate: English training captions -> target language (per language, per backend).
+# ccr.translate: English training captions -> target language (per language code and translate settings).
 
 
 rule translate_captions:
     input:
         captions=f"{DATA_DIR}/captions.parquet",
     output:
-        f"{DATA_DIR}/translations/{{lang}}.{{backend}}.parquet",
+        f"{DATA_DIR}/translations/{{code}}/{{trkey}}.parquet",
     params:
-        spec=lambda wc: translate_spec(wc.lang),
+        spec=translate_params,
     log:
-        f"logs/{DATASET}/translate_captions/{{lang}}.{{backend}}.log",
+        f"logs/{DS}/translate_captions/{{code}}.{{trkey}}.log",
     benchmark:
-        f"benchmarks/{DATASET}/translate_captions/{{lang}}.{{backend}}.tsv"
+        f"benchmarks/{DS}/translate_captions/{{code}}.{{trkey}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=lambda wc: RES.get("gpu", 0) if translate_spec(wc.lang)["backend"].startswith("hf") else 0,
+        gpu=translate_gpus,
     conda:
-        "../../envs/translate.yaml"
+        "../envs/translate.yaml"
     script:
         "../scripts/translate_captions.py"
 
 
 rule mt_quality:
     input:
-        source=lambda wc: config["mt_quality"][wc.lang]["source"],
-        reference=lambda wc: config["mt_quality"][wc.lang]["reference"],
+        source=mt_quality_source,
+        reference=mt_quality_reference,
     output:
         f"{REPORT_DIR}/mt_quality.{{lang}}.json",
     params:
         spec=lambda wc: translate_spec(wc.lang),
         code=lambda wc: language_code(wc.lang),
     log:
-        f"logs/{DATASET}/mt_quality.{{lang}}.log",
+        f"logs/{DS}/mt_quality/{RUN_NAME}.{{lang}}.log",
+    benchmark:
+        f"benchmarks/{DS}/mt_quality/{RUN_NAME}.{{lang}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     conda:
-        "../../envs/translate.yaml"
+        "../envs/translate.yaml"
     script:
         "../scripts/mt_quality.py"

@@ -3,14 +3,20 @@
 from ccr.features import embed_images
 from ccr.io import setup_logging
 
-snakemake = globals()["snakemake"]
-setup_logging(snakemake.log[0])
-spec = snakemake.params.spec
-embed_images(
-    images_path=snakemake.input.images,
-    backend=spec["backend"],
-    params=dict(spec.get("params", {})),
-    out_path=snakemake.output[0],
-    shard_size=spec.get("shard_size", 64),
-    hints={"threads": snakemake.threads},
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    spec = snakemake.params.spec
+    embed_images(
+        images_path=snakemake.input.images,
+        backend=spec["backend"],
+        params=dict(spec["params"]),
+        out_path=snakemake.output[0],
+        shard_size=spec.get("shard_size", 64),
+        hints={"threads": snakemake.threads},
+    )
+
+
+# The guard keeps worker processes started with the "spawn" method (GPU backends) from re-running the stage.
+if __name__ == "__main__":
+    main(globals()["snakemake"])

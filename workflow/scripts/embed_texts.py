@@ -3,16 +3,22 @@
 from ccr.features import embed_texts
 from ccr.io import setup_logging
 
-snakemake = globals()["snakemake"]
-setup_logging(snakemake.log[0])
-spec = snakemake.params.spec
-embed_texts(
-    captions_paths=[snakemake.input.captions],
-    backend=spec["backend"],
-    params=dict(spec.get("params", {})),
-    out_path=snakemake.output[0],
-    with_tokens=spec.get("with_tokens", True),
-    shard_size=spec.get("shard_size", 256),
-    hints={"threads": snakemake.threads},
-    skip_unused_human=True,
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    spec = snakemake.params.spec
+    embed_texts(
+        captions_paths=[snakemake.input.captions],
+        backend=spec["backend"],
+        params=dict(spec["params"]),
+        out_path=snakemake.output[0],
+        with_tokens=spec["with_tokens"],
+        shard_size=spec.get("shard_size", 256),
+        hints={"threads": snakemake.threads},
+        skip_unused_human=True,
+    )
+
+
+# The guard keeps worker processes started with the "spawn" method (GPU backends) from re-running the stage.
+if __name__ == "__main__":
+    main(globals()["snakemake"])

@@ -3,15 +3,20 @@
 from ccr.io import setup_logging
 from ccr.translate.quality import score_backend
 
-snakemake = globals()["snakemake"]
-setup_logging(snakemake.log[0])
-spec = snakemake.params.spec
-score_backend(
-    backend=spec["backend"],
-    params=dict(spec.get("params", {})),
-    source=snakemake.input.source,
-    reference=snakemake.input.reference,
-    src_lang="en",
-    tgt_lang=snakemake.params.code,
-    out_path=snakemake.output[0],
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    spec = snakemake.params.spec
+    score_backend(
+        backend=spec["backend"],
+        params=dict(spec["params"]),
+        source=snakemake.input.source,
+        reference=snakemake.input.reference,
+        src_lang="en",
+        tgt_lang=snakemake.params.code,
+        out_path=snakemake.output[0],
+    )
+
+
+if __name__ == "__main__":
+    main(globals()["snakemake"])

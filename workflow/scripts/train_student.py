@@ -5,13 +5,18 @@ from pathlib import Path
 from ccr.io import setup_logging
 from ccr.train import TrainInputs, train_student
 
-snakemake = globals()["snakemake"]
-setup_logging(snakemake.log[0])
-teacher = snakemake.input.get("teacher")
-train_student(
-    inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.params.lang),
-    params=dict(snakemake.params.train),
-    seed=snakemake.params.seed,
-    out_dir=Path(snakemake.output.checkpoint).parent,
-    teacher_dir=Path(teacher).parent if teacher else None,
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    teacher = snakemake.input.get("teacher")
+    train_student(
+        inputs=TrainInputs.from_mapping(snakemake.input, lang=snakemake.params.lang),
+        params=dict(snakemake.params.train),
+        seed=int(snakemake.wildcards.seed),
+        out_dir=Path(snakemake.output.checkpoint).parent,
+        teacher_dir=Path(teacher).parent if teacher else None,
+    )
+
+
+if __name__ == "__main__":
+    main(globals()["snakemake"])

@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from ccr.data.tables import TableError, validate_captions, validate_images
-from ccr.io import write_table_atomic
+from ccr.io import Progress, file_digest, fingerprint, stamp, table_digest, write_table_atomic
+from ccr.keys import stable_hash
 from ccr.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,25 @@ def prepare_dataset(source: str, params: dict[str, Any] | None, seed: int, out_d
         raise TypeError(f"dataset '{source}': builder must return (images, captions) tables, got {type(result)}")
     images, captions = check_dataset(result[0], result[1], out_dir, where=f"dataset '{source}'")
 
+    # Fingerprints of the content (not of the settings): every downstream output chains from them,
+    # so an edited caption or a replaced image file reaches every stage that read it.
+    images_fp = fingerprint("dataset.images", {}, {"table": table_digest(images),
+                                                  "files": image_files_digest(images, out_dir)})
+    captions_fp = fingerprint("dataset.captions", {}, {"table": table_digest(captions)})
     # Captions first, images last: images.parquet appearing means both are complete.
-    write_table_atomic(captions, out_dir / CAPTIONS_FILE)
-    write_table_atomic(images, out_dir / IMAGES_FILE)
+    write_table_atomic(stamp(captions, captions_fp), out_dir / CAPTIONS_FILE)
+    write_table_atomic(stamp(images, images_fp), out_dir / IMAGES_FILE)
     _log_counts(images, captions, source)
+    log.info("dataset '%s': fingerprints images %s, captions %s", source, images_fp, captions_fp)
+
+
+def image_files_digest(images: pa.Table, root: Path) -> str:
+    """One digest of the bytes of every image file (relative paths resolved against ``root``)."""
+    paths = images.column("path").to_pylist()
+    progress = Progress(len(paths), "fingerprint image files")
+    digests = []
+    for p in paths:
+        path = Path(p) if Path(p).is_absolute() else root / p
+        digests.append(file_digest(path))
+        progress.update(1)
+    return stable_hash(digests, length=16)

@@ -24,7 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_images, validate_captions
-from ccr.io import Progress, ShardedWriter, batched, write_table_atomic
+from ccr.io import Progress, ShardedWriter, batched, fingerprint, read_fingerprint, stamp, write_table_atomic
+from ccr.keys import numeric_params
 from ccr.registry import Registry
 
 log = logging.getLogger("ccr.describe")
@@ -68,10 +69,12 @@ def describe_images(
         raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
     out_path = Path(out_path)
     images = read_images(images_path)
+    fp = fingerprint("describe", {"backend": backend, "params": numeric_params(params)},
+                     {"images": read_fingerprint(images_path)})
     if backend == "none":
         if params:
             raise ValueError(f"describe backend 'none' takes no params, got {sorted(params)}")
-        write_table_atomic(validate_captions(CAPTIONS_SCHEMA.empty_table()), out_path)
+        write_table_atomic(stamp(validate_captions(CAPTIONS_SCHEMA.empty_table()), fp), out_path)
         log.info("describe 'none': wrote an empty descriptions table -> %s", out_path)
         return
     describer = DESCRIBERS.create(backend, hints=hints, **(params or {}))
@@ -83,7 +86,7 @@ def describe_images(
     paths = images.column("path").to_pylist()
     splits = images.column("split").to_pylist()
     order = [f"{iid}#desc{k}" for iid in image_ids for k in range(views)]
-    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA)
+    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp)
     done = writer.done_keys
     todo = [i for i, iid in enumerate(image_ids) if any(f"{iid}#desc{k}" not in done for k in range(views))]
     log.info("describe with '%s' (%d views): %d images (%d already done) from %s",

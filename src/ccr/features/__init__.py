@@ -8,9 +8,10 @@
 """
 
 from ccr.features.images import IMAGE_ENCODERS, ImageEncoder
-from ccr.features.stage import ImageLoadError, embed_images, embed_texts, encoder_key, load_image
+from ccr.features.stage import ImageLoadError, embed_images, embed_texts, load_image
 from ccr.features.store import Features, read_features
 from ccr.features.texts import TEXT_ENCODERS, TextEncoder
+from ccr.keys import encoder_key
 
 __all__ = [
     "IMAGE_ENCODERS",

@@ -8,11 +8,8 @@ metadata (``ccr.encoder``) so a feature file says what produced it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,6 @@ from PIL import Image
 from ccr.data.tables import concat_captions, read_captions, read_images
 from ccr.features.images import IMAGE_ENCODERS, ImageEncoder
 from ccr.features.store import (
-    META_KEY,
     fixed_grid,
     fixed_list,
     image_feature_schema,
@@ -33,31 +29,22 @@ from ccr.features.store import (
     text_feature_schema,
 )
 from ccr.features.texts import TEXT_ENCODERS, TextEncoder, check_langs
-from ccr.io import Progress, ShardedWriter, batched, write_table_atomic
+from ccr.io import (
+    Progress,
+    ShardedWriter,
+    batched,
+    fingerprint,
+    path_fingerprint,
+    read_fingerprint,
+    stamp,
+    write_table_atomic,
+)
+from ccr.keys import encoder_key
 
 log = logging.getLogger("ccr.features")
 
-# Settings that change speed or placement but not the vectors: left out of the cache key.
-NON_NUMERIC_PARAMS = frozenset({"batch_size", "threads", "num_threads", "device", "shard_size"})
-
-
 class ImageLoadError(ValueError):
     """An image file that is missing or cannot be decoded; the message names the file and the image_id."""
-
-
-def encoder_key(backend: str, params: dict) -> str:
-    """Stable, filesystem-safe cache key: ``<backend>-<sha1 of the numeric settings>[:8]``.
-
-    Settings in :data:`NON_NUMERIC_PARAMS` are ignored, so changing the batch size or the device
-    reuses the cached features.
-    """
-    kept = {k: v for k, v in (params or {}).items() if k not in NON_NUMERIC_PARAMS}
-    try:
-        blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-    except TypeError as err:
-        raise ValueError(f"encoder '{backend}': params must be JSON values (str, number, bool, list, dict): {err}") from err
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backend).strip("_") or "encoder"
-    return f"{safe}-{hashlib.sha1(blob.encode('utf-8')).hexdigest()[:8]}"
 
 
 def load_image(path: str | os.PathLike, image_id: str | None = None) -> Image.Image:
@@ -78,21 +65,6 @@ def _meta(kind: str, backend: str, params: dict) -> dict[str, Any]:
     return {"kind": kind, "backend": backend, "params": params or {}, "key": encoder_key(backend, params)}
 
 
-def _check_resume(writer: ShardedWriter, schema: pa.Schema) -> None:
-    """Refuse to mix shards written by another encoder/settings into this output."""
-    shards = sorted(writer.shard_dir.glob("part-*.parquet"))
-    if not shards:
-        return
-    old = pq.read_schema(shards[0])
-    old_meta = json.loads((old.metadata or {}).get(META_KEY, b"{}"))
-    new_meta = json.loads(schema.metadata[META_KEY])
-    if old_meta.get("key") != new_meta["key"] or old.remove_metadata() != schema.remove_metadata():
-        raise RuntimeError(
-            f"{writer.shard_dir}: leftover shards were written by encoder {old_meta.get('key')} "
-            f"(schema {old.remove_metadata()}), not {new_meta['key']}; delete that folder to start over"
-        )
-
-
 def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out_path: str | os.PathLike,
                  shard_size: int = 64, hints: dict | None = None) -> None:
     """Image features for every row of ``images_path`` -> ``out_path`` (image_feature_schema)."""
@@ -101,8 +73,9 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     images = read_images(images_path)
     ids = images.column("image_id").to_pylist()
+    inputs = {"images": read_fingerprint(images_path)}
     if backend == PRECOMPUTED:
-        _select_precomputed(ids, images_path, params, out_path)
+        _select_precomputed(ids, images_path, params, out_path, inputs)
         return
     paths = dict(zip(ids, images.column("path").to_pylist(), strict=True))
     missing = [(i, p) for i, p in paths.items() if not Path(p).is_file()]
@@ -114,8 +87,8 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
 
     encoder: ImageEncoder = IMAGE_ENCODERS.create(backend, hints=hints, **params)
     schema = image_feature_schema(encoder.dim, encoder.n_tokens, _meta("image", backend, params))
-    writer = ShardedWriter(out_path, key="image_id", schema=schema)
-    _check_resume(writer, schema)
+    fp = fingerprint("embed_images", {"encoder": encoder_key(backend, params)}, inputs)
+    writer = ShardedWriter(out_path, key="image_id", schema=schema, fingerprint=fp)
     todo = writer.pending(ids)
     log.info("embed_images %s (%s): %d images, %d to do -> %s", backend, encoder_key(backend, params),
              len(ids), len(todo), out_path)
@@ -141,7 +114,7 @@ PRECOMPUTED = "precomputed"
 
 
 def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: dict,
-                        out_path: str | os.PathLike) -> None:
+                        out_path: str | os.PathLike, inputs: dict[str, str]) -> None:
     """Backend ``precomputed``: features that come with the dataset (image or video-frame features).
 
     ``params.path`` is a feature table (e.g. the one the ``nrccr`` importer writes), a BigFile folder
@@ -162,6 +135,8 @@ def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: 
     source = Path(params["path"])
     if not source.exists():
         raise FileNotFoundError(f"image encoder '{PRECOMPUTED}': param 'path' not found: {source}")
+    fp = fingerprint("embed_images", {"encoder": encoder_key(PRECOMPUTED, params)},
+                     {**inputs, "source": path_fingerprint(source)})
     with tempfile.TemporaryDirectory() as tmp:
         if source.is_dir() or "frames_per_video" in params:
             converted = Path(tmp) / "features.parquet"
@@ -177,7 +152,7 @@ def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: 
             raise KeyError(f"{params['path']}: {len(missing)} image_id(s) of {images_path} have no features, "
                            f"e.g. {missing[:3]}")
         table = table.take(pa.array([row_of[i] for i in ids], pa.int64()))
-        write_table_atomic(table, out_path)
+        write_table_atomic(stamp(table, fp), out_path)
     log.info("embed_images: %d precomputed rows from %s -> %s", len(ids), params["path"], out_path)
 
 
@@ -226,8 +201,10 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     check_langs(backend, getattr(encoder, "supported_langs", None), sorted(set(table.column("lang").to_pylist())))
     token_dim = encoder.token_dim if with_tokens else None
     schema = text_feature_schema(encoder.dim, token_dim, _meta("text", backend, params))
-    writer = ShardedWriter(out_path, key="caption_id", schema=schema)
-    _check_resume(writer, schema)
+    fp = fingerprint("embed_texts", {"encoder": encoder_key(backend, params), "with_tokens": with_tokens,
+                                     "skip_unused_human": skip_unused_human},
+                     {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)})
+    writer = ShardedWriter(out_path, key="caption_id", schema=schema, fingerprint=fp)
     todo = sorted(writer.pending(ids), key=lambda c: (rows[c][0], rows[c][1], c))
     n_unique = len({rows[c][:2] for c in todo})
     log.info("embed_texts %s (%s): %d captions from %d table(s), %d to do (%d distinct texts) -> %s",

@@ -110,10 +110,17 @@ def load_metrics(con: duckdb.DuckDBPyConnection, paths: Sequence[str | os.PathLi
     return [d[0] for d in con.execute("SELECT * FROM metrics LIMIT 0").description]
 
 
-def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> pa.Table:
-    """One row per key group (dataset x system x lang x other tags): n_runs, n_seeds, <metric>_mean/_std."""
+def aggregate_metrics(metrics: Sequence[str | os.PathLike] | pa.Table) -> pa.Table:
+    """One row per key group (dataset x system x lang x other tags): n_runs, n_seeds, <metric>_mean/_std.
+
+    ``metrics``: metrics rows, as a table or as Parquet files.
+    """
     con = duckdb.connect()
-    columns = load_metrics(con, paths)
+    if isinstance(metrics, pa.Table):
+        con.register("metrics", metrics)
+        columns = metrics.column_names
+    else:
+        columns = load_metrics(con, metrics)
     return fetch_arrow(con, aggregate_sql("metrics", columns))
 
 

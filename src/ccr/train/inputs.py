@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ccr.data.tables import TableError, validate_captions, validate_images
 from ccr.features.store import Features
+from ccr.io import input_fingerprints
 
 log = logging.getLogger("ccr.train")
 
@@ -59,6 +60,10 @@ class TrainInputs:
                    descriptions=get("descriptions"), image_features=get("image_features"),
                    caption_features=get("caption_features"), translation_features=get("translation_features"),
                    description_features=get("description_features"), lang=lang)
+
+    def fingerprints(self, *names: str) -> dict[str, str]:
+        """name -> fingerprint of the given input fields that are set (see :func:`ccr.io.read_fingerprint`)."""
+        return input_fingerprints({name: getattr(self, name) for name in names})
 
     def has_translations(self) -> bool:
         """True when a non-empty translations table exists (read from the Parquet footer only)."""

@@ -4,12 +4,17 @@ AdamW, linear warm-up + cosine decay (per step), bfloat16 autocast on CUDA, grad
 stopping and checkpoint selection on the validation mR only, and crash-safe resumption:
 
 * ``out_dir/last.pt`` (written atomically after every epoch) holds model, optimizer, scheduler, RNG
-  states, epoch, best epoch/score, patience counter and history.  A rerun with the same stage, seed
-  and params continues from it and, because batch order is seeded per epoch and all RNG states are
-  restored, ends with the same history and best-epoch selection as an uninterrupted run (on CPU).
+  states, epoch, best epoch/score, patience counter and history, under a *signature*: stage, seed,
+  the params that change the weights (``amp`` included) and the fingerprints of every input.  A
+  rerun with the same signature continues from it and, because batch order is seeded per epoch and
+  all RNG states are restored, ends with the same weights as an uninterrupted run (on CPU); any
+  other signature (new data, new params) starts afresh.
 * the best weights go to ``out_dir/best.pt`` during training; the public ``out_dir/<stage>.pt`` and
   ``out_dir/history.parquet`` are written only when training has finished, so a crashed run never
-  leaves an output that looks complete.
+  leaves an output that looks complete.  Then last.pt and best.pt are removed: the working files of
+  a finished run never stand in for a new one.
+* every file holds tensors and plain values only and is read with ``weights_only=True``
+  (:mod:`ccr.models.checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ import torch
 from torch import Tensor, nn
 
 from ccr.io import write_table_atomic
-from ccr.train.params import TrainParams
+from ccr.keys import stable_hash
+from ccr.models.checkpoint import load_checkpoint, save_checkpoint
+from ccr.params import _Params
 
 log = logging.getLogger("ccr.train")
 
-# Params that do not change the result: a resumed run may differ in these.
-_RUNTIME_KEYS = ("device", "num_threads", "stop_after_epochs", "eval_batch_size", "amp")
-CHECKPOINT_VERSION = 1
+# cuBLAS needs a fixed workspace for deterministic results; it is read when CUDA starts, so it is set
+# here, at import, before any CUDA call (a value the user set wins).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 class TrainingInterrupted(RuntimeError):
@@ -48,20 +55,6 @@ class FitResult:
     best_epoch: int
     best_val_mr: float
     history: list[dict[str, Any]]
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("param 'device' is 'cuda' but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
@@ -78,7 +71,10 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain values (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      gauss], "python": list(random.getstate())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -86,8 +82,10 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -98,15 +96,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def signature(stage: str, params: TrainParams, seed: int, n_train: int) -> dict[str, Any]:
-    p = {k: v for k, v in params.to_dict().items() if k not in _RUNTIME_KEYS}
-    return {"stage": stage, "seed": seed, "n_train": n_train, "params": p, "version": CHECKPOINT_VERSION}
+def signature(stage: str, params: _Params, seed: int, inputs: dict[str, str]) -> dict[str, Any]:
+    """What a training run is made of; a resume continues only a run with the same signature."""
+    return {"stage": stage, "seed": seed, "params": params.numeric_dict(), "inputs": dict(sorted(inputs.items()))}
 
 
 def fit(
     stage: str,
     model: nn.Module,
-    params: TrainParams,
+    params: _Params,
     seed: int,
     out_dir: Path,
     n_train: int,
@@ -114,15 +112,19 @@ def fit(
     validate: Callable[[], float],
     meta: dict[str, Any],
     device: torch.device,
+    inputs: dict[str, str],
     epoch_order: Callable[[torch.Generator], Tensor] | None = None,
     rows_per_epoch: int | None = None,
+    stop_after_epochs: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``n_train`` rows; ``batch_loss(row_idx)`` returns {"loss": total, term: value}.
 
-    ``validate()`` returns the val mR (model already in eval mode, no grad).  ``epoch_order(gen)`` gives
-    the rows of one epoch in batch order (default: a permutation of all ``n_train`` rows), with
-    ``rows_per_epoch`` rows.  Writes out_dir/{stage}.pt (best weights + ``meta``), out_dir/last.pt and
-    out_dir/history.parquet.
+    ``validate()`` returns the val mR (model already in eval mode, no grad).  ``inputs`` maps each
+    input to its fingerprint (part of the resume signature and of the checkpoint's meta).
+    ``epoch_order(gen)`` gives the rows of one epoch in batch order (default: a permutation of all
+    ``n_train`` rows), with ``rows_per_epoch`` rows.  Writes out_dir/{stage}.pt (best weights + ``meta``)
+    and out_dir/history.parquet.  ``stop_after_epochs`` is a test hook: raise
+    :class:`TrainingInterrupted` after that many epochs, as a crash would (last.pt is saved).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ def fit(
     bs = min(params.batch_size, per_epoch)
     steps_per_epoch = per_epoch // bs  # drop the ragged last batch (a batch of 1 has no negatives)
     total_steps = steps_per_epoch * params.epochs
-    sig = signature(stage, params, seed, n_train)
+    sig = signature(stage, params, seed, inputs)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -150,20 +152,25 @@ def fit(
         start_epoch, best_epoch, best_mr, bad, step = 0, -1, -math.inf, 0, 0
         history: list[dict[str, Any]] = []
         finished = False
+        if not last_path.exists():
+            best_path.unlink(missing_ok=True)  # a best.pt without its last.pt belongs to no resumable run
         if last_path.exists():
-            ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-            if ckpt.get("signature") == sig:
-                model.load_state_dict(ckpt["model"])
+            ckpt = load_checkpoint(last_path, "resume")
+            state = ckpt["meta"]
+            if state["signature"] == sig:
+                model.load_state_dict(ckpt["state_dict"])
                 optim.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
                 _set_rng_state(ckpt["rng"])
-                start_epoch, best_epoch, best_mr = ckpt["epoch"], ckpt["best_epoch"], ckpt["best_val_mr"]
-                bad, step, history, finished = ckpt["bad_epochs"], ckpt["step"], ckpt["history"], ckpt["finished"]
+                start_epoch, best_epoch, best_mr = state["epoch"], state["best_epoch"], state["best_val_mr"]
+                bad, step, history, finished = state["bad_epochs"], state["step"], state["history"], state["finished"]
                 log.info("%s: resuming from %s after epoch %d (best val mR %.2f at epoch %d)", stage, last_path,
                          start_epoch, best_mr, best_epoch)
             else:
-                log.warning("%s: %s belongs to another run (stage/seed/params/data differ): starting afresh",
-                            stage, last_path)
+                changed = sorted(k for k in sig if state["signature"].get(k) != sig[k])
+                log.warning("%s: %s was made by another run (%s differ): starting afresh", stage, last_path,
+                            ", ".join(changed))
+                best_path.unlink(missing_ok=True)
 
         t0 = time.monotonic()
         for epoch in range(start_epoch, params.epochs):
@@ -210,14 +217,16 @@ def fit(
             history.append(row)
             if val_mr > best_mr + 1e-9:
                 best_mr, best_epoch, bad = val_mr, epoch + 1, 0
-                save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "val_mr": val_mr}, best_path)
+                save_checkpoint(best_path, "best", {"signature": sig, "epoch": epoch + 1, "val_mr": val_mr},
+                                model.state_dict())
             else:
                 bad += 1
             finished = (params.patience > 0 and bad >= params.patience) or epoch + 1 >= params.epochs
-            save_atomic({"signature": sig, "model": model.state_dict(), "optimizer": optim.state_dict(),
-                         "scheduler": sched.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
-                         "best_epoch": best_epoch, "best_val_mr": best_mr, "bad_epochs": bad, "step": step,
-                         "history": history, "finished": finished}, last_path)
+            save_checkpoint(last_path, "resume",
+                            {"signature": sig, "epoch": epoch + 1, "best_epoch": best_epoch, "best_val_mr": best_mr,
+                             "bad_epochs": bad, "step": step, "history": history, "finished": finished},
+                            model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
+                            rng=_rng_state())
             took = time.monotonic() - ep_start
             left = (time.monotonic() - t0) / (epoch + 1 - start_epoch) * (params.epochs - epoch - 1)
             log.info("%s epoch %d/%d: loss %.4f, val mR %.2f (best %.2f @ %d), %.1fs, ETA %.0fs%s", stage,
@@ -225,16 +234,22 @@ def fit(
                      0.0 if finished else left,
                      f" - early stop: no val gain for {bad} epochs" if finished and bad >= params.patience > 0
                      else "")
-            if params.stop_after_epochs is not None and not finished and epoch + 1 >= params.stop_after_epochs:
+            if stop_after_epochs is not None and not finished and epoch + 1 >= stop_after_epochs:
                 raise TrainingInterrupted(f"{stage}: stopped after epoch {epoch + 1} (stop_after_epochs)")
 
         if best_epoch < 0 or not best_path.exists():
             raise RuntimeError(f"{stage}: no checkpoint was selected ({best_path} missing)")
-        best = torch.load(best_path, map_location="cpu", weights_only=False)
-        save_atomic({**meta, "stage": stage, "seed": seed, "params": params.to_dict(), "state_dict": best["model"],
-                     "epoch": best["epoch"], "val_mr": best["val_mr"], "version": CHECKPOINT_VERSION},
-                    out_dir / f"{stage}.pt")
+        best = load_checkpoint(best_path, "best")
+        if best["meta"]["signature"] != sig:
+            raise RuntimeError(f"{stage}: {best_path} was made by another run; delete {out_dir} and rerun")
+        meta = {**meta, "stage": stage, "seed": seed, "params": params.to_dict(), "inputs": dict(sorted(inputs.items())),
+                "fingerprint": stable_hash(sig, length=16), "epoch": best["meta"]["epoch"],
+                "val_mr": best["meta"]["val_mr"]}
+        save_checkpoint(out_dir / f"{stage}.pt", stage, meta, best["state_dict"])
         write_table_atomic(pa.Table.from_pylist(history), out_dir / "history.parquet")
+        # the finished run's working files must never stand in for a new run
+        last_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
         log.info("%s: selected epoch %d (val mR %.2f) -> %s", stage, best_epoch, best_mr, out_dir / f"{stage}.pt")
         return FitResult(best_epoch=best_epoch, best_val_mr=best_mr, history=history)
     finally:

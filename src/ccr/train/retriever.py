@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import torch
 
 from ccr.evaluate.metrics import l2_normalise
+from ccr.models.factory import load_student, pick_device
+from ccr.models.fusion import embed_image_arrays, embed_text_arrays
+from ccr.params import resolve_student_params
 from ccr.train.inputs import TrainInputs, load_descriptions, read_feature_rows
-from ccr.train.params import resolve_params
-from ccr.train.stages import build_student, embed_image_arrays, embed_text_arrays
 
 log = logging.getLogger("ccr.train")
 
@@ -76,21 +77,15 @@ class StudentRetriever:
     """A trained student: image = (slot-fused) global embedding, text = target text head."""
 
     def __init__(self, ckpt_path: Path, inputs: TrainInputs, params: dict[str, Any] | None):
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("stage") != "student":
-            raise ValueError(f"{ckpt_path}: not a student checkpoint (stage={ckpt.get('stage')!r})")
         given = dict(params or {})
         given.pop("preset", None)
         overrides = {k: v for k, v in given.items() if k in INFERENCE_KEYS}
-        self.params = resolve_params({**ckpt["params"], **overrides})
+        device = pick_device(overrides.get("device", "auto"))
+        self.model, ckpt = load_student(ckpt_path, device)
+        self.params = resolve_student_params({**ckpt["params"], **overrides})
         if self.params.num_threads:
             torch.set_num_threads(self.params.num_threads)
-        from ccr.train.loop import pick_device
-
-        self.device = pick_device(self.params.device)
-        self.model = build_student(ckpt["image_dim"], ckpt["text_dim"], self.params)
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.model.to(self.device).eval()
+        self.device = device
         self.inputs = inputs
         self.beta = self.params.slot_fusion if self.params.use_slots else 0.0
         self.dim = self.params.embed_dim * (2 if self.beta > 0 else 1)

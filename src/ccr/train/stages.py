@@ -14,7 +14,11 @@ import torch
 from torch import Tensor
 
 from ccr.io import write_table_atomic
+from ccr.keys import stable_hash
 from ccr.models import CrossLingualTeacher, CrossModalStudent
+from ccr.models.checkpoint import save_checkpoint
+from ccr.models.factory import create_student, create_teacher, load_teacher, pick_device, student_arch, teacher_arch
+from ccr.models.fusion import embed_image_arrays, embed_text_arrays
 from ccr.models.losses import (
     info_nce,
     max_over_slots,
@@ -26,25 +30,21 @@ from ccr.models.losses import (
     soft_matching,
     soft_targets,
 )
+from ccr.params import ParamError, StudentParams, TeacherParams, resolve_student_params, resolve_teacher_params
 from ccr.train.inputs import SplitData, TrainInputs, load_split
-from ccr.train.loop import FitResult, fit, pick_device, save_atomic, seed_everything
+from ccr.train.loop import FitResult, fit, seed_everything
 from ccr.train.metrics import mean_recall
-from ccr.train.params import ParamError, TrainParams, resolve_params
 
 log = logging.getLogger("ccr.train")
 
 BatchLoss = Callable[[Tensor], dict[str, Tensor]]  # row indices -> {"loss": total, term: value}
 
 
-def _setup(params: dict[str, Any] | TrainParams | None, seed: int, what: str) -> tuple[TrainParams, torch.device]:
-    p = resolve_params(params)
-    if not p.train:
-        raise ParamError(f"{what}: params say train=False (zero-shot system): nothing to train; "
-                         "use load_retriever(None, inputs, params)")
+def _setup(p: TeacherParams | StudentParams, seed: int) -> torch.device:
     if p.num_threads:
         torch.set_num_threads(p.num_threads)
     seed_everything(seed)
-    return p, pick_device(p.device)
+    return pick_device(p.device)
 
 
 def _t(x: np.ndarray | None, device: torch.device) -> Tensor | None:
@@ -55,38 +55,43 @@ def _t(x: np.ndarray | None, device: torch.device) -> Tensor | None:
 # Stage 1: teacher
 # --------------------------------------------------------------------------------------------
 
-def build_teacher(text_dim: int, p: TrainParams) -> CrossLingualTeacher:
-    return CrossLingualTeacher(text_dim, p.hidden_dim, p.embed_dim, shared=p.teacher_shared, dropout=p.dropout)
-
-
 @torch.no_grad()
 def _teacher_embed(teacher: CrossLingualTeacher, pooled: Tensor, side: str, bs: int) -> Tensor:
     return torch.cat([teacher.encode(pooled[i: i + bs], side) for i in range(0, len(pooled), bs)])
 
 
-def train_teacher(inputs: TrainInputs, params: dict[str, Any] | None, seed: int, out_dir: Path | str) -> None:
+TEACHER_INPUTS = ("images", "captions", "translations", "caption_features", "translation_features")
+
+
+def train_teacher(inputs: TrainInputs, params: dict[str, Any] | TeacherParams | None, seed: int,
+                  out_dir: Path | str, stop_after_epochs: int | None = None) -> None:
     """CL2CM stage 1: text heads for English s and target t trained on (caption, its MT) pairs.
 
     Losses: ``w_sent * InfoNCE(s, t) + w_ot * OT-contrastive(word tokens of s, t)``; selection on the val
     s<->t retrieval mR.  Without translations the teacher is trivial: a ``teacher.pt`` marked
     ``trivial`` is written (and logged), and the student then skips distillation.
+    ``stop_after_epochs`` is a test hook that simulates a crash.
     """
-    p, device = _setup(params, seed, "train_teacher")
+    p = resolve_teacher_params(params)
+    device = _setup(p, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (p.use_mt and inputs.has_translations()):
-        reason = ("params use_mt=False" if not p.use_mt
-                  else f"no machine translations into '{inputs.lang}' (translations table empty or absent)")
+    fingerprints = inputs.fingerprints(*TEACHER_INPUTS)
+    if not inputs.has_translations():
+        reason = f"no machine translations into '{inputs.lang}' (translations table empty or absent)"
         log.info("teacher stage skipped: %s; writing a trivial teacher (the student will not distil)", reason)
-        save_atomic({"stage": "teacher", "trivial": True, "reason": reason, "seed": seed, "params": p.to_dict()},
-                    out_dir / "teacher.pt")
+        meta = {"stage": "teacher", "trivial": True, "reason": reason, "seed": seed, "params": p.to_dict(),
+                "inputs": fingerprints,
+                "fingerprint": stable_hash(["trivial", seed, p.numeric_dict(), fingerprints], length=16)}
+        save_checkpoint(out_dir / "teacher.pt", "teacher", meta, {})
         write_table_atomic(pa.Table.from_pylist([], schema=_EMPTY_HISTORY), out_dir / "history.parquet")
         return
     kw = {"use_mt": True, "text_tokens": True, "images": False, "descriptions": False,
           "max_text_tokens": p.max_text_tokens}
     train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
     text_dim = train.s_pooled.shape[1]
-    model = build_teacher(text_dim, p)
+    arch = teacher_arch(text_dim, p)
+    model = create_teacher(arch)
     batch_loss = _teacher_loss(model, train, p, device)
     vs_p, vt_p = _t(val.s_pooled, device), _t(val.t_pooled, device)
 
@@ -95,12 +100,13 @@ def train_teacher(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
         t = _teacher_embed(model, vt_p, "t", p.eval_batch_size).float().cpu().numpy()
         return mean_recall(t, s, np.arange(len(t)))
 
-    meta = {"trivial": False, "text_dim": text_dim, "lang": inputs.lang}
-    res = fit("teacher", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device)
+    meta = {"trivial": False, "arch": arch, "text_dim": text_dim, "lang": inputs.lang}
+    res = fit("teacher", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device,
+              inputs=fingerprints, stop_after_epochs=stop_after_epochs)
     _log_done("teacher", res)
 
 
-def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TrainParams, device: torch.device) -> BatchLoss:
+def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TeacherParams, device: torch.device) -> BatchLoss:
     """``batch_loss(row_idx)`` of the teacher: sentence InfoNCE(s, t) + token-level OT contrastive."""
     s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
     s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
@@ -137,91 +143,43 @@ def _log_done(stage: str, res: FitResult) -> None:
              len(res.history))
 
 
-def load_teacher(teacher_dir: Path | str, device: torch.device) -> tuple[CrossLingualTeacher | None, dict]:
-    """The frozen teacher (None when the teacher is trivial) and its checkpoint dict."""
-    path = Path(teacher_dir) / "teacher.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path} (teacher_dir)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("trivial"):
-        return None, ckpt
-    tp = resolve_params(ckpt["params"])
-    teacher = build_teacher(ckpt["text_dim"], tp)
-    teacher.load_state_dict(ckpt["state_dict"])
-    teacher.to(device).eval()
-    for prm in teacher.parameters():
-        prm.requires_grad_(False)
-    return teacher, ckpt
-
-
 # --------------------------------------------------------------------------------------------
 # Stage 2: student
 # --------------------------------------------------------------------------------------------
 
-def build_student(image_dim: int, text_dim: int, p: TrainParams) -> CrossModalStudent:
-    return CrossModalStudent(image_dim, text_dim, p.hidden_dim, p.embed_dim, pooling=p.visual_pooling,
-                             heads=p.attn_heads, use_slots=p.use_slots, n_slots=p.n_slots,
-                             share_text_head=p.share_text_head, dropout=p.dropout)
+def student_inputs(p: StudentParams) -> tuple[str, ...]:
+    """The TrainInputs fields a student with params ``p`` reads."""
+    names = ["images", "captions", "image_features", "caption_features"]
+    if p.use_mt:
+        names += ["translations", "translation_features"]
+    if p.use_slots:
+        names += ["descriptions", "description_features"]
+    return tuple(names)
 
 
-def fuse_image(glob: Tensor, local: Tensor | None, beta: float) -> Tensor:
-    """Single-vector image embedding whose inner product with :func:`fuse_text` is the fused score.
-
-    ``[sqrt(1-b) g ; sqrt(b) m]`` with ``m = normalise(mean_k local_k)``: the score with
-    ``[sqrt(1-b) t ; sqrt(b) t]`` is exactly ``(1-b) t.g + b t.m``, and both vectors stay unit-norm.
-    (The max over slots is not an inner product; at inference it is replaced by the mean slot.)
-    """
-    if local is None or beta <= 0:
-        return glob
-    m = torch.nn.functional.normalize(local.mean(dim=1), dim=-1)
-    return torch.cat([math.sqrt(1 - beta) * glob, math.sqrt(beta) * m], dim=-1)
-
-
-def fuse_text(t: Tensor, beta: float, fused: bool) -> Tensor:
-    if not fused or beta <= 0:
-        return t
-    return torch.cat([math.sqrt(1 - beta) * t, math.sqrt(beta) * t], dim=-1)
-
-
-@torch.no_grad()
-def embed_image_arrays(model: CrossModalStudent, pooled: np.ndarray, tokens: np.ndarray | None,
-                       desc: np.ndarray | None, desc_mask: np.ndarray | None, beta: float, bs: int,
-                       device: torch.device) -> np.ndarray:
-    out = []
-    for i in range(0, len(pooled), bs):
-        sl = slice(i, i + bs)
-        o = model.encode_images(_t(pooled[sl], device), None if tokens is None else _t(tokens[sl], device),
-                                None if desc is None else _t(desc[sl], device),
-                                None if desc_mask is None else _t(desc_mask[sl], device), need_fine=False)
-        out.append(fuse_image(o.glob, o.local, beta).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-@torch.no_grad()
-def embed_text_arrays(model: CrossModalStudent, pooled: np.ndarray, beta: float, bs: int, device: torch.device,
-                      side: str = "t") -> np.ndarray:
-    fused = model.slot_module is not None
-    out = [fuse_text(model.encode_text(_t(pooled[i: i + bs], device), side), beta, fused).float().cpu()
-           for i in range(0, len(pooled), bs)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int, out_dir: Path | str,
-                  teacher_dir: Path | str | None) -> None:
+def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | None, seed: int,
+                  out_dir: Path | str, teacher_dir: Path | str | None, stop_after_epochs: int | None = None) -> None:
     """CL2CM stage 2 (+ LECCR): visual and text heads trained on images with English and target captions.
 
     See docs/methods.md for every loss.  Selection on the val mR of val images vs val target queries.
+    ``stop_after_epochs`` is a test hook that simulates a crash.
     """
-    p, device = _setup(params, seed, "train_student")
+    p = resolve_student_params(params)
+    if not p.train:
+        raise ParamError("train_student: params say train=False (zero-shot system): nothing to train; "
+                         "use load_retriever(None, inputs, params)")
+    device = _setup(p, seed)
     out_dir = Path(out_dir)
+    fingerprints = inputs.fingerprints(*student_inputs(p))
     teacher = None
     if p.use_teacher:
         if teacher_dir is None:
             raise ParamError("param 'use_teacher' is True but teacher_dir is None: run train_teacher first "
                              "or use a preset without teacher (e.g. 'mt')")
-        teacher, tckpt = load_teacher(teacher_dir, device)
+        teacher, tmeta = load_teacher(Path(teacher_dir) / "teacher.pt", device)
+        fingerprints["teacher"] = tmeta["fingerprint"]
         if teacher is None:
-            log.info("teacher in %s is trivial (%s): relational distillation off", teacher_dir, tckpt.get("reason"))
+            log.info("teacher in %s is trivial (%s): relational distillation off", teacher_dir, tmeta.get("reason"))
     kw = {"use_mt": p.use_mt, "text_tokens": teacher is not None, "image_tokens": True,
           "descriptions": p.use_slots, "max_text_tokens": p.max_text_tokens}
     train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
@@ -230,7 +188,8 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
                  "params use_mt=False" if not p.use_mt else f"no MT into '{inputs.lang}'")
     image_dim, text_dim = train.img_pooled.shape[1], train.s_pooled.shape[1]
     seed_everything(seed)
-    model = build_student(image_dim, text_dim, p)
+    arch = student_arch(image_dim, text_dim, p)
+    model = create_student(arch)
     if teacher is not None and p.init_text_from_teacher:
         shapes = {k: v.shape for k, v in teacher.head_t.state_dict().items()}
         if shapes == {k: v.shape for k, v in model.text_t.state_dict().items()}:
@@ -250,13 +209,13 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | None, seed: int,
         txt = embed_text_arrays(model, val.t_pooled, beta, p.eval_batch_size, device)
         return mean_recall(txt, img, val.image_index)
 
-    meta = {"image_dim": image_dim, "text_dim": text_dim, "lang": inputs.lang, "has_mt": train.has_mt,
+    meta = {"arch": arch, "image_dim": image_dim, "text_dim": text_dim, "lang": inputs.lang, "has_mt": train.has_mt,
             "distilled": teacher is not None}
     order_fn, per_epoch = None, None
     if p.sampler == "image":
         order_fn, per_epoch = image_sampler(train.image_index), len(train.image_ids)
     res = fit("student", model, p, seed, out_dir, len(train.caption_ids), batch_loss, validate, meta, device,
-              epoch_order=order_fn, rows_per_epoch=per_epoch)
+              inputs=fingerprints, epoch_order=order_fn, rows_per_epoch=per_epoch, stop_after_epochs=stop_after_epochs)
     _log_done("student", res)
 
 
@@ -275,7 +234,7 @@ def image_sampler(image_index: np.ndarray) -> Callable[[torch.Generator], Tensor
     return order
 
 
-def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None, d: SplitData, p: TrainParams,
+def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None, d: SplitData, p: StudentParams,
                   device: torch.device) -> BatchLoss:
     img_p, img_tok = _t(d.img_pooled, device), _t(d.img_tokens, device)
     desc, desc_m = _t(d.desc, device), _t(d.desc_mask, device)

@@ -24,7 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_captions, validate_captions
-from ccr.io import Progress, ShardedWriter, batched, write_table_atomic
+from ccr.io import Progress, ShardedWriter, batched, fingerprint, read_fingerprint, stamp, write_table_atomic
+from ccr.keys import numeric_params
 from ccr.registry import Registry
 
 log = logging.getLogger("ccr.translate")
@@ -105,18 +106,20 @@ def translate_captions(
     if not translator.supports("en", lang):
         raise TranslationError(f"translate backend '{backend}' cannot translate en->{lang}")
 
+    fp = fingerprint("translate", {"backend": backend, "params": numeric_params(params), "lang": lang},
+                     {"captions": read_fingerprint(captions_path)})
     sources = select_sources(read_captions(captions_path))
     if getattr(translator, "translates_nothing", False):
         # Backend "none": zero-shot transfer. The output is deliberately an EMPTY captions table,
         # so downstream stages see "no machine translations" rather than a missing file.
         log.info("translate backend '%s': writing an empty table for en->%s (zero-shot)", backend, lang)
-        write_table_atomic(CAPTIONS_SCHEMA.empty_table(), out_path)
+        write_table_atomic(stamp(CAPTIONS_SCHEMA.empty_table(), fp), out_path)
         return
 
     source_ids = sources.column("caption_id").to_pylist()
     out_ids = [f"{cid}#mt-{lang}" for cid in source_ids]
     index = {cid: i for i, cid in enumerate(out_ids)}
-    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA)
+    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp)
     todo = writer.pending(out_ids)
     log.info("translate en->%s with '%s': %d captions (%d already done) from %s",
              lang, backend, len(out_ids), len(out_ids) - len(todo), captions_path)

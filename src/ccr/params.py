@@ -1,0 +1,241 @@
+"""Every training knob, with its default and allowed range: teacher and student params, and presets.
+
+Standard library only, so the Snakemake scheduler can resolve systems (which stages they train, the
+key of each training) at parse time without torch.  The teacher (CL2CM stage 1) and the student
+(stage 2, with LECCR's slots and softened matching) read different params: each stage validates and
+hashes only its own, so a student-only change never retrains a teacher.
+
+Ranges live in each field's metadata; :func:`params_schema` turns them into the JSON Schema of the
+workflow's config (``workflow/schemas/config.schema.yaml``, kept equal by a test), so a bad value is
+refused before the first job, and :meth:`_Params.validate` enforces the same rules in the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+
+class ParamError(ValueError):
+    """A bad training parameter (the message names the key)."""
+
+
+def _p(default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
+       exclusive_minimum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
+            "choices": choices}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+@dataclass
+class _Params:
+    """Optimisation and architecture params shared by both stages."""
+
+    embed_dim: int = _p(256, "joint embedding size", minimum=1)
+    hidden_dim: int = _p(512, "hidden size of the MLP heads", minimum=1)
+    dropout: float = _p(0.1, "dropout in the heads", minimum=0, maximum=1)
+    max_text_tokens: int = _p(32, "word tokens kept per sentence for token-level terms", minimum=1)
+    epochs: int = _p(30, "maximum number of epochs", minimum=1)
+    batch_size: int = _p(128, "rows per step", minimum=2)
+    lr: float = _p(1e-3, "AdamW learning rate", exclusive_minimum=0)
+    weight_decay: float = _p(1e-4, "AdamW weight decay", minimum=0)
+    warmup_frac: float = _p(0.1, "fraction of the steps with linear warm-up, then cosine decay to 0",
+                            minimum=0, maximum=1)
+    grad_clip: float = _p(1.0, "gradient-norm clip (0: off)", minimum=0)
+    patience: int = _p(8, "epochs without a val mR gain before stopping (0: never stop early)", minimum=0)
+    device: str = _p("auto", "auto picks CUDA when torch sees one", choices=("auto", "cpu", "cuda"))
+    amp: bool = _p(True, "bfloat16 autocast on CUDA (part of the resume signature: a resume never switches "
+                         "precision)")
+    num_threads: int | None = _p(None, "torch CPU threads (null: leave as is)", minimum=1)
+    eval_batch_size: int = _p(512, "rows per forward pass when embedding for validation", minimum=1)
+    tau: float = _p(0.05, "InfoNCE temperature", exclusive_minimum=0)
+
+    # Params that change neither the result nor what a resume may continue: a resumed run may differ
+    # in these (amp is NOT one of them: bf16 and fp32 runs differ).
+    RUNTIME: ClassVar[tuple[str, ...]] = ("device", "num_threads", "eval_batch_size")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def numeric_dict(self) -> dict[str, Any]:
+        """The params that change the trained weights (what keys and resume signatures hash)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME}
+
+    def validate(self) -> _Params:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if value is None and hints[f.name] == (int | None):
+                continue
+            if "choices" in meta and value not in meta["choices"]:
+                raise ParamError(f"param '{f.name}' must be one of {list(meta['choices'])}, got {value!r}")
+            if "minimum" in meta and value < meta["minimum"]:
+                raise ParamError(f"param '{f.name}' must be >= {meta['minimum']}, got {value!r}")
+            if "maximum" in meta and value > meta["maximum"]:
+                raise ParamError(f"param '{f.name}' must be <= {meta['maximum']}, got {value!r}")
+            if "exclusive_minimum" in meta and value <= meta["exclusive_minimum"]:
+                raise ParamError(f"param '{f.name}' must be > {meta['exclusive_minimum']}, got {value!r}")
+        return self
+
+
+@dataclass
+class TeacherParams(_Params):
+    """CL2CM stage 1: text heads for English (s) and machine-translated (t) sentences."""
+
+    teacher_shared: bool = _p(True, "one text head for s and t")
+    w_sent: float = _p(1.0, "weight of the sentence-level InfoNCE(s, t)", minimum=0)
+    w_ot: float = _p(0.5, "weight of the token-level optimal-transport contrastive term", minimum=0)
+    ot_eps: float = _p(0.1, "Sinkhorn entropic regularisation", exclusive_minimum=0)
+    ot_iters: int = _p(5, "Sinkhorn iterations", minimum=1)
+    ot_negatives: int = _p(7, "hardest in-batch mismatched translations per row in the OT term", minimum=0)
+    tau_ot: float = _p(0.1, "temperature of the OT contrastive term", exclusive_minimum=0)
+
+
+@dataclass
+class StudentParams(_Params):
+    """CL2CM stage 2: the cross-modal student, with LECCR's slots and softened matching."""
+
+    train: bool = _p(True, "false: the zero-shot system (no training)")
+    use_mt: bool = _p(True, "target branch on the MT of each caption (false: on the English caption)")
+    use_teacher: bool = _p(True, "relational distillation from the frozen CL2CM teacher")
+    use_slots: bool = _p(True, "LECCR semantic slots over the description views")
+    use_soft: bool = _p(True, "LECCR softened matching under English guidance")
+    visual_pooling: str = _p("mean", "pooling of the visual tokens", choices=("mean", "attention"))
+    attn_heads: int = _p(4, "attention heads (pooling, slots); must divide embed_dim", minimum=1)
+    share_text_head: bool = _p(True, "one text head for s and t")
+    init_text_from_teacher: bool = _p(True, "start the text head(s) from the teacher's")
+    n_slots: int = _p(4, "number of semantic slots", minimum=1)
+    sampler: str = _p("caption", "epochs over every caption, or over every image with one random caption",
+                      choices=("caption", "image"))
+    w_vt: float = _p(1.0, "weight of InfoNCE(v, t)", minimum=0)
+    w_vs: float = _p(1.0, "weight of InfoNCE(v, s)", minimum=0)
+    w_kd: float = _p(1.0, "sentence-level relational distillation", minimum=0)
+    w_kd_fine: float = _p(0.5, "slot/token-level relational distillation", minimum=0)
+    tau_kd: float = _p(0.1, "temperature of the relations", exclusive_minimum=0)
+    w_slot: float = _p(0.5, "slot-text contrastive (max over slots), s and t", minimum=0)
+    w_div: float = _p(0.1, "slot diversity regulariser", minimum=0)
+    w_align: float = _p(0.1, "slot <-> visual-token alignment", minimum=0)
+    tau_align: float = _p(0.1, "temperature of the alignment", exclusive_minimum=0)
+    slot_fusion: float = _p(0.2, "inference: weight of the slot similarity in the fused score",
+                            minimum=0, maximum=1)
+    soft_alpha: float = _p(0.8, "softened targets: weight of English-vs-image over English-vs-slot",
+                           minimum=0, maximum=1)
+    soft_tau: float = _p(0.05, "temperature of the softened targets and predictions", exclusive_minimum=0)
+    w_soft: float = _p(0.5, "L_vt = (1 - w_soft) InfoNCE(v, t) + w_soft KL(soft || pred)", minimum=0, maximum=1)
+
+    def validate(self) -> StudentParams:
+        super().validate()
+        if self.embed_dim % self.attn_heads:
+            raise ParamError(f"param 'embed_dim' ({self.embed_dim}) must be divisible by 'attn_heads' "
+                             f"({self.attn_heads})")
+        return self
+
+    @property
+    def needs_teacher(self) -> bool:
+        """True when this student distils from a teacher (so train_teacher must run first)."""
+        return self.train and self.use_teacher
+
+
+_NONE = {"use_teacher": False, "use_slots": False, "use_soft": False}
+
+# Named systems of the ablation table: preset name -> StudentParams overrides.
+PRESETS: dict[str, dict[str, Any]] = {
+    # No training: images = mean of their description views' text features, queries = frozen text features.
+    "zero-shot": {"train": False, **_NONE},
+    # No MT: the target branch is trained on the English caption (cross-lingual transfer via the encoder).
+    "english-only": {"use_mt": False, **_NONE},
+    "mt": dict(_NONE),
+    "mt+teacher": {**_NONE, "use_teacher": True},
+    "mt+slots": {**_NONE, "use_slots": True},
+    "mt+soft": {**_NONE, "use_soft": True},
+    "full": {"use_teacher": True, "use_slots": True, "use_soft": True},
+}
+
+
+def preset_params(name: str, **overrides: Any) -> dict[str, Any]:
+    """The params dict of a preset plus overrides (ParamError names an unknown preset)."""
+    if name not in PRESETS:
+        raise ParamError(f"unknown preset '{name}'; known: {', '.join(PRESETS)}")
+    return {"preset": name, **overrides}
+
+
+P = typing.TypeVar("P", bound=_Params)
+
+
+def _resolve(cls: type[P], params: dict[str, Any] | P | None, what: str) -> P:
+    if isinstance(params, cls):
+        return params.validate()
+    values = dict(params or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(k for k in values if k not in names)
+    if unknown:
+        raise ParamError(f"unknown {what} param(s) {unknown}; known params: {', '.join(sorted(names))}")
+    out = cls()
+    for key, value in values.items():
+        kind = hints[key]
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ParamError(f"param '{key}' must be a bool, got {value!r}")
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ParamError(f"param '{key}' must be a string, got {value!r}")
+        elif value is None and kind == (int | None):
+            pass
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamError(f"param '{key}' must be a number, got {value!r}")
+        elif kind in (int, int | None):
+            if isinstance(value, float) and not value.is_integer():
+                raise ParamError(f"param '{key}' must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        setattr(out, key, value)
+    return out.validate()
+
+
+def resolve_teacher_params(params: dict[str, Any] | TeacherParams | None) -> TeacherParams:
+    """:class:`TeacherParams` from a config dict; unknown keys and bad values raise :class:`ParamError`."""
+    return _resolve(TeacherParams, params, "teacher")
+
+
+def resolve_student_params(params: dict[str, Any] | StudentParams | None) -> StudentParams:
+    """:class:`StudentParams` from a config dict.
+
+    ``params["preset"]`` (optional) names a preset of :data:`PRESETS`, applied first; the other keys
+    override it.  Unknown keys and bad values raise :class:`ParamError` naming the key.
+    """
+    if isinstance(params, StudentParams):
+        return params.validate()
+    values = dict(params or {})
+    preset = values.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ParamError(f"unknown preset '{preset}' (param 'preset'); known: {', '.join(PRESETS)}")
+        values = {**PRESETS[preset], **values}
+    return _resolve(StudentParams, values, "student")
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def params_schema(cls: type[_Params]) -> dict[str, Any]:
+    """The JSON Schema ``properties`` of ``cls``'s fields (types, ranges, enums, descriptions)."""
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    for f in fields(cls):
+        kind = hints[f.name]
+        prop: dict[str, Any] = {"type": ["integer", "null"] if kind == (int | None) else _JSON_TYPES[kind]}
+        meta = f.metadata
+        if "choices" in meta:
+            prop["enum"] = list(meta["choices"])
+        for key, name in (("minimum", "minimum"), ("maximum", "maximum"), ("exclusive_minimum", "exclusiveMinimum")):
+            if key in meta:
+                prop[name] = meta[key]
+        # the default goes into the description, not into "default": the validator would fill it into
+        # the config's override blocks, where it would override presets
+        prop["description"] = f"{meta['doc']} (default: {'null' if f.default is None else f.default})"
+        props[f.name] = prop
+    return props
