@@ -40,7 +40,7 @@ apt:
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
-	@echo "metrics: results/report/*/metrics_table.md; report: results/report.html"
+	@echo "metrics: results/report/<dataset>/<run_name>-<config hash>/metrics_table.md; Snakemake report: results/report.html"
 	$(BIN)/ccr results
 
 test: setup
@@ -53,12 +53,12 @@ lint: setup
 # The methods' ablation table on the embedded default: 7 systems x 3 seeds (reuses cached features).
 ablation: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/ablation.yaml
-	cat results/report/synthetic/ablation/metrics_table.md
+	cat $$(ls -td results/report/synthetic/ablation-*/ | head -1)metrics_table.md
 
 # The real benchmark over ../shared/data (M30K-F8K protocol): 7 systems x {fr, de, cs, de-task2} x 3 seeds.
 bench-m30k: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k.yaml
-	$(BIN)/python bench/m30k_table.py --report results/report/m30k-f8k/main --out results/m30k-f8k
+	$(BIN)/python bench/m30k_table.py --out results/m30k-f8k
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py

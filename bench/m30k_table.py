@@ -22,12 +22,20 @@ from ccr.report.tables import METRIC_RE, display_rows, fetch_arrow, metric_colum
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--report", default="results/report/m30k-f8k/main", help="the workflow's report folder")
-    parser.add_argument("--runs", default="results/runs/m30k-f8k", help="the workflow's runs folder")
+    parser.add_argument("--report", help="the workflow's report folder (default: the newest "
+                                             "results/report/m30k-f8k/main-<config hash>/)")
     parser.add_argument("--out", default="results/m30k-f8k")
     parser.add_argument("--examples-system", default="full")
     args = parser.parse_args()
-    report, out = Path(args.report), Path(args.out)
+    if args.report:
+        report = Path(args.report)
+    else:
+        found = sorted(Path("results/report/m30k-f8k").glob("main-*/metrics_table.parquet"),
+                       key=lambda p: p.stat().st_mtime)
+        if not found:
+            parser.error("no report under results/report/m30k-f8k/main-*/: run the workflow first (make bench-m30k)")
+        report = found[-1].parent
+    out = Path(args.out)
 
     agg = pq.read_table(report / "metrics_table.parquet")
     agg = agg.sort_by([("lang", "ascending"), ("mr_mean", "descending")])
@@ -50,12 +58,11 @@ def main() -> None:
         lines.append("")
     write_text_atomic("\n".join(lines), out / "table.md")
 
-    examples = sorted(Path(args.runs).glob(f"{args.examples_system}/*/seed*/examples.parquet"))
-    if examples:
+    if (report / "examples.parquet").exists():
         con = duckdb.connect()
-        paths = ", ".join(f"'{p}'" for p in examples)
-        table = fetch_arrow(con, f"SELECT * FROM read_parquet([{paths}], union_by_name=true) "
-                                 f"WHERE seed = (SELECT min(seed) FROM read_parquet([{paths}]))")
+        path = str(report / "examples.parquet").replace("'", "''")
+        table = fetch_arrow(con, f"SELECT * FROM read_parquet('{path}') WHERE system = '{args.examples_system}' "
+                                 f"AND seed = (SELECT min(seed) FROM read_parquet('{path}'))")
         body = examples_fragment(table, Thumbnails(), max_queries=20)
         write_text_atomic(page(f"M30K-F8K: top-5 retrievals ({args.examples_system})", body), out / "examples.html")
     print((out / "table.md").read_text())

@@ -109,3 +109,17 @@ def test_manifest_errors(mf_dir: Path, tmp_path: Path) -> None:
         manifest.build(tmp_path, 0, mf_dir / "t.csv")
     with pytest.raises(ImporterError, match="unknown format"):
         manifest.build(tmp_path, 0, FIX / "coco" / "coco-cn_zh.txt")
+
+
+def test_manifest_in_a_wrong_encoding_names_file_and_line(mf_dir: Path, tmp_path: Path) -> None:
+    text = "path,caption,lang,split\nimgs/a.jpg,a dog,en,train\nimgs/b.jpg,un café au lait,fr,test\n"
+    (mf_dir / "latin1.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ImporterError, match=r"latin1\.csv line 3, column 18: not UTF-8 \(bytes b'\\xe9"):
+        manifest.build(tmp_path, 0, mf_dir / "latin1.csv")
+    (mf_dir / "latin1.jsonl").write_bytes('{"path": "imgs/a.jpg", "caption": "café", "lang": "fr", "split": "test"}\n'
+                                          .encode("latin-1"))
+    with pytest.raises(ImporterError, match=r"latin1\.jsonl line 1"):
+        manifest.build(tmp_path, 0, mf_dir / "latin1.jsonl")
+    (mf_dir / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # a BOM is fine
+    im, _ = manifest.build(tmp_path, 0, mf_dir / "bom.csv")
+    assert im.column("image_id").to_pylist() == ["a", "b"]

@@ -13,6 +13,7 @@ rule report:
         table=report(f"{REPORT_DIR}/metrics_table.md", category="Summary", caption="../report/metrics.rst"),
         table_parquet=f"{REPORT_DIR}/metrics_table.parquet",
         metrics=f"{REPORT_DIR}/metrics.parquet",
+        examples_parquet=f"{REPORT_DIR}/examples.parquet",
         recall=report(f"{REPORT_DIR}/recall_at_k.png", category="Plots", caption="../report/recall.rst"),
         curves=report(f"{REPORT_DIR}/training_curves.png", category="Plots", caption="../report/curves.rst"),
         examples=report(f"{REPORT_DIR}/examples.html", category="Examples", caption="../report/examples.rst"),

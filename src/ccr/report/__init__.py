@@ -76,8 +76,8 @@ def build_report(
     out_dir: str | os.PathLike,
     history_tags: Mapping[str, Mapping[str, object]] | None = None,
 ) -> None:
-    """Write metrics.parquet, metrics_table.parquet/.md, recall_at_k.png, training_curves.png,
-    examples.html and report.html.
+    """Write metrics.parquet, examples.parquet (both tagged), metrics_table.parquet/.md, recall_at_k.png,
+    training_curves.png, examples.html and report.html.
 
     ``runs`` lists every (system, lang, seed) with the folder of the evaluation that scored it;
     ``tags`` are columns every row gets (dataset, run_name, config_hash, code_version).
@@ -103,6 +103,7 @@ def build_report(
             "ranks are exact with ties counted against the system.</p>")
 
     write_table_atomic(metrics, out_dir / "metrics.parquet")
+    write_table_atomic(examples, out_dir / "examples.parquet")
     write_table_atomic(agg, out_dir / "metrics_table.parquet")
     write_text_atomic(to_markdown(header, rows), out_dir / "metrics_table.md")
     write_bytes_atomic(recall_png, out_dir / "recall_at_k.png")

@@ -79,17 +79,30 @@ def need_file(path: Path, what: str) -> Path:
     return path
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file (``.gz`` transparently, a leading BOM dropped).
+
+    A wrong encoding is an :class:`ImporterError` naming the file, the line and the bad bytes, so a
+    Latin-1 or UTF-16 manifest is found at once.
+    """
+    need_file(path, what)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise ImporterError(f"{what} {path}: cannot be read: {err}") from err
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = data[err.start: err.end + 3]
+        raise ImporterError(f"{what} {path} line {line}, column {column}: not UTF-8 (bytes {bad!r}); "
+                            "save the file as UTF-8") from err
+
+
 def read_lines(path: Path, what: str = "file") -> list[str]:
     """Lines of a text file (``.gz`` transparently), newline stripped; clear error on bad encoding."""
-    need_file(path, what)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise ImporterError(f"{what} {path}: cannot be read as UTF-8 text: {err}") from err
-    lines = text.splitlines()
-    return lines
+    return read_text(path, what).splitlines()
 
 
 def filter_available(paths: Mapping[str, str], require_images: str, report: ImportReport,

@@ -9,6 +9,7 @@ Relative image paths are resolved against ``image_root`` (default: the manifest'
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from pathlib import Path, PurePath
@@ -24,6 +25,7 @@ from ccr.data.importers._common import (
     check_choice,
     filter_available,
     need_file,
+    read_text,
 )
 from ccr.data.tables import ORIGINS, SPLITS
 
@@ -39,26 +41,25 @@ def read_manifest(path: Path) -> tuple[list[str], list[dict]]:
     need_file(path, "manifest")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
+        reader = csv.DictReader(io.StringIO(read_text(path, "manifest"), newline=""),
+                                delimiter="\t" if suffix == ".tsv" else ",")
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
         for n, row in enumerate(rows, start=2):
             if None in row or any(v is None for v in row.values()):
                 raise ImporterError(f"manifest {path} line {n}: wrong number of fields")
         return columns, rows
     if suffix in (".jsonl", ".ndjson"):
         rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ImporterError(f"manifest {path}:{n}: invalid JSON: {err}") from err
-                    if not isinstance(obj, dict):
-                        raise ImporterError(f"manifest {path}:{n}: not a JSON object")
-                    rows.append(obj)
+        for n, line in enumerate(read_text(path, "manifest").splitlines(), start=1):
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ImporterError(f"manifest {path}:{n}: invalid JSON: {err}") from err
+                if not isinstance(obj, dict):
+                    raise ImporterError(f"manifest {path}:{n}: not a JSON object")
+                rows.append(obj)
         columns = sorted({k for row in rows for k in row})
         return columns, rows
     if suffix == ".parquet":
