@@ -48,6 +48,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
 
 # The methods' ablation table on the embedded default: 7 systems x 3 seeds (reuses cached features).

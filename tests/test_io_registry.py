@@ -98,3 +98,28 @@ def test_empty_caption_is_named():
                       "text": ["a dog", "  "], "origin": ["human", "human"], "split": ["train", "train"]})
     with pytest.raises(TableError, match="'text' is empty for caption_id 'b#en0'"):
         validate_captions(table, where="captions.parquet")
+
+
+def test_progress_lines_in_logs_and_a_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    import logging
+
+    import ccr.io as io_mod
+    from ccr.io import Progress, setup_logging
+
+    log_file = tmp_path / "rule.log"
+    setup_logging(log_file)
+    monkeypatch.setattr(io_mod, "_on_terminal", lambda: False)
+    progress = Progress(4, "embed demo", every_s=0.0)
+    assert progress.bar is None
+    progress.update(4)
+    assert "embed demo: 4/4 rows (100.0%)" in log_file.read_text()
+    assert "embed demo: 4/4 rows" in capsys.readouterr().err  # plain lines when stderr is not a terminal
+    monkeypatch.setattr(io_mod, "_on_terminal", lambda: True)
+    progress = Progress(4, "embed tty", every_s=0.0)
+    assert progress.bar is not None
+    progress.update(2)
+    progress.update(2)
+    err = capsys.readouterr().err
+    assert "embed tty: 4/4 rows" in log_file.read_text() and "embed tty: 4/4 rows (" not in err  # the bar shows it
+    assert "embed tty" in err  # the tqdm bar itself
+    logging.getLogger().handlers.clear()

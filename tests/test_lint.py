@@ -1,4 +1,4 @@
-"""Static checks that must stay clean: ruff on the code, snakemake --lint on the workflow."""
+"""Static checks that must stay clean: ruff on the code, snakefmt and snakemake --lint on the workflow."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ BIN = Path(sys.executable).parent
 def test_ruff_clean():
     proc = subprocess.run([str(BIN / "ruff"), "check", "src", "tests", "workflow/scripts", "bench"],
                           cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakefmt_clean():
+    proc = subprocess.run([str(BIN / "snakefmt"), "--check", "workflow"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -28,9 +28,22 @@ from ccr.keys import stable_hash
 log = logging.getLogger("ccr")
 
 
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class _NotProgressOnTerminal(logging.Filter):
+    """Progress lines go to the log file; on a terminal the progress bar shows them instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(record, "progress", False) and _on_terminal())
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Log to stderr and, when given, to ``log_file`` (the Snakemake rule's ``log:``)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    console = logging.StreamHandler()
+    console.addFilter(_NotProgressOnTerminal())
+    handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
@@ -166,15 +179,25 @@ def input_fingerprints(paths: Mapping[str, str | os.PathLike | None]) -> dict[st
 
 
 class Progress:
-    """Logs rows done, rate and ETA at most every ``every_s`` seconds (and at the end)."""
+    """Rows done, rate and ETA: a line in the log at most every ``every_s`` seconds (and at the end),
+    and a tqdm progress bar when stderr is a terminal."""
 
     def __init__(self, total: int, what: str, every_s: float = 5.0, logger: logging.Logger = log):
         self.total, self.what, self.every_s, self.log = total, what, every_s, logger
         self.done = 0
         self.start = self.last = time.monotonic()
+        self.bar = None
+        if _on_terminal() and total > 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=what, unit="row", dynamic_ncols=True, leave=False)
 
     def update(self, n: int) -> None:
         self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if self.done >= self.total:
+                self.bar.close()
         now = time.monotonic()
         if now - self.last >= self.every_s or self.done >= self.total:
             self.last = now
@@ -184,7 +207,7 @@ class Progress:
             self.log.info(
                 "%s: %d/%d rows (%.1f%%), %.1f rows/s, elapsed %.0fs, ETA %.0fs",
                 self.what, self.done, self.total, 100.0 * self.done / max(self.total, 1),
-                rate, elapsed, eta,
+                rate, elapsed, eta, extra={"progress": True},
             )
 
 

@@ -25,7 +25,6 @@ if SRC_DIR.is_dir():
 from ccr.keys import backend_key, canonical, encoder_key, stable_hash
 from ccr.params import resolve_student_params, resolve_teacher_params
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 DATASET = config["dataset"]["name"]
@@ -44,10 +43,20 @@ def code_version() -> str:
     """The workflow's git commit (+ '-dirty' with uncommitted changes), else the library's version."""
     root = Path(workflow.current_basedir).parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         import ccr
@@ -61,7 +70,11 @@ CODE_VERSION = code_version()
 # ---- what each stage is made of (keys) ---------------------------------------------------------
 
 DATASET_SPEC = canonical(
-    {"source": config["dataset"]["source"], "params": config["dataset"]["params"], "seed": config["seed"]}
+    {
+        "source": config["dataset"]["source"],
+        "params": config["dataset"]["params"],
+        "seed": config["seed"],
+    }
 )
 DATA_KEY = stable_hash(DATASET_SPEC)
 DS = f"{DATASET}-{DATA_KEY}"
@@ -72,7 +85,9 @@ IMAGE_ENC = canonical(config["features"]["image"])
 IMAGE_KEY = encoder_key(IMAGE_ENC["backend"], IMAGE_ENC["params"])
 TEXT_ENC = canonical(config["features"]["text"])
 # with_tokens changes what the table holds, so it is part of the cache key
-TEXT_KEY = encoder_key(TEXT_ENC["backend"], {**TEXT_ENC["params"], "with_tokens": TEXT_ENC["with_tokens"]})
+TEXT_KEY = encoder_key(
+    TEXT_ENC["backend"], {**TEXT_ENC["params"], "with_tokens": TEXT_ENC["with_tokens"]}
+)
 
 DATA_DIR = f"results/data/{DS}"
 FEAT_DIR = f"results/features/{DS}"
@@ -98,7 +113,11 @@ def source_stamp() -> str:
             for v in value:
                 visit(v)
         elif isinstance(value, str) and os.path.exists(value):
-            paths = [Path(value)] if os.path.isfile(value) else sorted(p for p in Path(value).rglob("*") if p.is_file())
+            paths = (
+                [Path(value)]
+                if os.path.isfile(value)
+                else sorted(p for p in Path(value).rglob("*") if p.is_file())
+            )
             for p in paths:
                 st = p.stat()
                 entries.append([str(p), st.st_size, st.st_mtime_ns])
@@ -142,7 +161,9 @@ def trainset_of(lang: str) -> str:
 
 
 # (code, translation key) -> the languages entry that makes it (query sets of one code share it)
-TRANSLATIONS = {(language_code(lang), translation_key(lang)): translate_spec(lang) for lang in LANGS}
+TRANSLATIONS = {
+    (language_code(lang), translation_key(lang)): translate_spec(lang) for lang in LANGS
+}
 
 
 def system_spec(system: str) -> SimpleNamespace:
@@ -153,11 +174,19 @@ def system_spec(system: str) -> SimpleNamespace:
     """
     entry = SYSTEMS[system]
     train = config["train"]
-    student = {"preset": entry.get("preset", system), **train["student"], **entry.get("student", {})}
+    student = {
+        "preset": entry.get("preset", system),
+        **train["student"],
+        **entry.get("student", {}),
+    }
     teacher = {**train["teacher"], **entry.get("teacher", {})}
     resolved = resolve_student_params(student)
-    return SimpleNamespace(student=student, teacher=teacher, trains_student=resolved.train,
-                           needs_teacher=resolved.needs_teacher)
+    return SimpleNamespace(
+        student=student,
+        teacher=teacher,
+        trains_student=resolved.train,
+        needs_teacher=resolved.needs_teacher,
+    )
 
 
 def uses_teacher(system: str, trainset: str) -> bool:
@@ -168,8 +197,10 @@ def uses_teacher(system: str, trainset: str) -> bool:
 def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
     """The teacher params a system's student distils from, and the key of that training."""
     params = resolve_teacher_params(system_spec(system).teacher)
-    return SimpleNamespace(params=canonical(params.to_dict()),
-                           key=stable_hash([params.numeric_dict(), TEXT_KEY, trainset]))
+    return SimpleNamespace(
+        params=canonical(params.to_dict()),
+        key=stable_hash([params.numeric_dict(), TEXT_KEY, trainset]),
+    )
 
 
 def student_plan(system: str, trainset: str) -> SimpleNamespace:
@@ -184,18 +215,24 @@ def student_plan(system: str, trainset: str) -> SimpleNamespace:
     if trainset == NO_MT:
         params.update(use_mt=False, use_teacher=False)
     resolved = resolve_student_params(params)
-    teacher = teacher_plan(system, trainset).key if uses_teacher(system, trainset) else None
+    teacher = (
+        teacher_plan(system, trainset).key if uses_teacher(system, trainset) else None
+    )
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
-    return SimpleNamespace(params=canonical(resolved.to_dict()),
-                           key=stable_hash([resolved.numeric_dict(), teacher, trainset, upstream]),
-                           use_slots=resolved.use_slots)
+    return SimpleNamespace(
+        params=canonical(resolved.to_dict()),
+        key=stable_hash([resolved.numeric_dict(), teacher, trainset, upstream]),
+        use_slots=resolved.use_slots,
+    )
 
 
 # ---- paths of each stage's outputs -------------------------------------------------------------
 
 
 def translations_path(lang: str) -> str:
-    return f"{DATA_DIR}/translations/{language_code(lang)}/{translation_key(lang)}.parquet"
+    return (
+        f"{DATA_DIR}/translations/{language_code(lang)}/{translation_key(lang)}.parquet"
+    )
 
 
 def descriptions_path() -> str:
@@ -235,7 +272,11 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     """
     trainset = trainset_of(lang)
     spec = translate_spec(lang)
-    query = {"code": language_code(lang), "pattern": spec.get("query_pattern"), "ks": config["evaluate"]["ks"]}
+    query = {
+        "code": language_code(lang),
+        "pattern": spec.get("query_pattern"),
+        "ks": config["evaluate"]["ks"],
+    }
     if system_spec(system).trains_student:
         plan = student_plan(system, trainset)
         what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
@@ -244,9 +285,15 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         what = {"zero-shot": [DESC_KEY, TEXT_KEY]}
         student = None
     key = stable_hash([what, query])
-    return SimpleNamespace(key=key, lang=lang, trainset=trainset, query=query, student=student,
-                           params=student_plan(system, trainset).params, use_slots=student is None or
-                           student_plan(system, trainset).use_slots)
+    return SimpleNamespace(
+        key=key,
+        lang=lang,
+        trainset=trainset,
+        query=query,
+        student=student,
+        params=student_plan(system, trainset).params,
+        use_slots=student is None or student_plan(system, trainset).use_slots,
+    )
 
 
 def eval_dir(system: str, lang: str, seed) -> str:
@@ -261,11 +308,17 @@ for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
         if system_spec(_system).trains_student:
-            STUDENTS.setdefault((_trainset, student_plan(_system, _trainset).key), _system)
+            STUDENTS.setdefault(
+                (_trainset, student_plan(_system, _trainset).key), _system
+            )
         if uses_teacher(_system, _trainset):
-            TEACHERS.setdefault((_trainset, teacher_plan(_system, _trainset).key), _system)
+            TEACHERS.setdefault(
+                (_trainset, teacher_plan(_system, _trainset).key), _system
+            )
         for _seed in SEEDS:
-            EVALS.setdefault(eval_plan(_system, _lang, _seed).key, (_system, _lang, _seed))
+            EVALS.setdefault(
+                eval_plan(_system, _lang, _seed).key, (_system, _lang, _seed)
+            )
 
 
 # ---- resources ---------------------------------------------------------------------------------
@@ -276,7 +329,10 @@ GPU_BACKENDS = frozenset({"hf-seq2seq", "hf-vlm", "vllm", "hf-clip", "hf-text"})
 
 def gpus_for(spec: dict) -> int:
     """GPUs a stage's job asks for: at least one for a GPU backend (unless its params pin the CPU)."""
-    if spec["backend"] not in GPU_BACKENDS or spec.get("params", {}).get("device") == "cpu":
+    if (
+        spec["backend"] not in GPU_BACKENDS
+        or spec.get("params", {}).get("device") == "cpu"
+    ):
         return 0
     return max(1, RES["gpu"])
 
@@ -321,11 +377,22 @@ def translate_params(wildcards) -> dict:
 def teacher_inputs(wildcards) -> dict:
     """The teacher sees English captions and their translations only."""
     inputs = data_inputs(wildcards.trainset, descriptions=False)
-    return {k: inputs[k] for k in ("images", "captions", "translations", "caption_features", "translation_features")}
+    return {
+        k: inputs[k]
+        for k in (
+            "images",
+            "captions",
+            "translations",
+            "caption_features",
+            "translation_features",
+        )
+    }
 
 
 def teacher_params(wildcards) -> dict:
-    return teacher_plan(TEACHERS[(wildcards.trainset, wildcards.tkey)], wildcards.trainset).params
+    return teacher_plan(
+        TEACHERS[(wildcards.trainset, wildcards.tkey)], wildcards.trainset
+    ).params
 
 
 def student_system(wildcards) -> str:
@@ -338,7 +405,9 @@ def student_inputs(wildcards) -> dict:
     plan = student_plan(system, wildcards.trainset)
     inputs = data_inputs(wildcards.trainset, descriptions=plan.use_slots)
     if uses_teacher(system, wildcards.trainset):
-        inputs["teacher"] = f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
+        inputs["teacher"] = (
+            f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
+        )
     return inputs
 
 
@@ -383,8 +452,17 @@ def text_source_input(wildcards) -> str:
 
 def run_table() -> list[dict]:
     """Every (system, query set, seed) of the config with the evaluation that scores it."""
-    return [{"system": system, "lang": lang, "seed": int(seed), "eval": eval_dir(system, lang, seed)}
-            for system in SYSTEMS for lang in LANGS for seed in SEEDS]
+    return [
+        {
+            "system": system,
+            "lang": lang,
+            "seed": int(seed),
+            "eval": eval_dir(system, lang, seed),
+        }
+        for system in SYSTEMS
+        for lang in LANGS
+        for seed in SEEDS
+    ]
 
 
 def all_metrics() -> list[str]:
@@ -402,12 +480,27 @@ def history_tags() -> dict:
         for trainset in sorted({trainset_of(lang) for lang in LANGS}):
             for seed in SEEDS:
                 if uses_teacher(system, trainset):
-                    systems_of.setdefault((f"{teacher_dir(system, trainset, seed)}/history.parquet", trainset, seed), [])
+                    systems_of.setdefault(
+                        (
+                            f"{teacher_dir(system, trainset, seed)}/history.parquet",
+                            trainset,
+                            seed,
+                        ),
+                        [],
+                    )
                 if system_spec(system).trains_student:
-                    key = (f"{student_dir(system, trainset, seed)}/history.parquet", trainset, seed)
+                    key = (
+                        f"{student_dir(system, trainset, seed)}/history.parquet",
+                        trainset,
+                        seed,
+                    )
                     systems_of.setdefault(key, []).append(system)
     return {
-        path: {"system": ", ".join(systems) or "teacher", "lang": trainset, "seed": int(seed)}
+        path: {
+            "system": ", ".join(systems) or "teacher",
+            "lang": trainset,
+            "seed": int(seed),
+        }
         for (path, trainset, seed), systems in sorted(systems_of.items())
     }
 
@@ -418,7 +511,12 @@ def all_histories() -> list[str]:
 
 def report_tags() -> dict:
     """Columns every metrics row of this config's report carries, beside system, lang and seed."""
-    return {"dataset": DATASET, "run_name": RUN_NAME, "config_hash": CONFIG_HASH, "code_version": CODE_VERSION}
+    return {
+        "dataset": DATASET,
+        "run_name": RUN_NAME,
+        "config_hash": CONFIG_HASH,
+        "code_version": CODE_VERSION,
+    }
 
 
 def mt_quality_outputs() -> list[str]:
@@ -431,4 +529,8 @@ def mt_quality_outputs() -> list[str]:
 
 
 def all_outputs() -> list[str]:
-    return [f"{REPORT_DIR}/report.html", f"{REPORT_DIR}/metrics_table.md", *mt_quality_outputs()]
+    return [
+        f"{REPORT_DIR}/report.html",
+        f"{REPORT_DIR}/metrics_table.md",
+        *mt_quality_outputs(),
+    ]

@@ -5,20 +5,20 @@ rule prepare_dataset:
     output:
         images=f"{DATA_DIR}/images.parquet",
         captions=f"{DATA_DIR}/captions.parquet",
+    log:
+        f"logs/{DS}/prepare_dataset/prepare_dataset.log",
+    benchmark:
+        f"benchmarks/{DS}/prepare_dataset/prepare_dataset.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         source=config["dataset"]["source"],
         dataset_params=DATASET_SPEC["params"],
         seed=config["seed"],
         # changes when a source file changes in place, so the job reruns (see source_stamp)
         source_stamp=source_stamp(),
-    log:
-        f"logs/{DS}/prepare_dataset/prepare_dataset.log",
-    benchmark:
-        f"benchmarks/{DS}/prepare_dataset/prepare_dataset.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/prepare_dataset.py"

@@ -6,18 +6,18 @@ rule describe_images:
         images=f"{DATA_DIR}/images.parquet",
     output:
         f"{DATA_DIR}/descriptions/{DESC_KEY}.parquet",
-    params:
-        spec=DESCRIBE,
     log:
         f"logs/{DS}/describe_images/{DESC_KEY}.log",
     benchmark:
         f"benchmarks/{DS}/describe_images/{DESC_KEY}.tsv"
+    conda:
+        "../envs/describe.yaml"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=gpus_for(DESCRIBE),
-    conda:
-        "../envs/describe.yaml"
+    params:
+        spec=DESCRIBE,
     script:
         "../scripts/describe_images.py"

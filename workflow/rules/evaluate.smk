@@ -9,16 +9,16 @@ rule evaluate:
         metrics=f"{RUNS_DIR}/evals/{{ekey}}/metrics.parquet",
         metrics_json=f"{RUNS_DIR}/evals/{{ekey}}/metrics.json",
         examples=f"{RUNS_DIR}/evals/{{ekey}}/examples.parquet",
-    params:
-        spec=evaluate_params,
     log:
         f"logs/{DS}/evaluate/{{ekey}}.log",
     benchmark:
         f"benchmarks/{DS}/evaluate/{{ekey}}.tsv"
+    conda:
+        "../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../envs/evaluate.yaml"
+    params:
+        spec=evaluate_params,
     script:
         "../scripts/evaluate.py"

@@ -6,19 +6,19 @@ rule embed_images:
         images=f"{DATA_DIR}/images.parquet",
     output:
         f"{FEAT_DIR}/images/{IMAGE_KEY}.parquet",
-    params:
-        spec=IMAGE_ENC,
     log:
         f"logs/{DS}/embed_images/{IMAGE_KEY}.log",
     benchmark:
         f"benchmarks/{DS}/embed_images/{IMAGE_KEY}.tsv"
+    conda:
+        "../envs/features.yaml"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=gpus_for(IMAGE_ENC),
-    conda:
-        "../envs/features.yaml"
+    params:
+        spec=IMAGE_ENC,
     script:
         "../scripts/embed_images.py"
 
@@ -28,18 +28,18 @@ rule embed_texts:
         captions=text_source_input,
     output:
         f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}.parquet",
-    params:
-        spec=TEXT_ENC,
     log:
         f"logs/{DS}/embed_texts/{TEXT_KEY}.{{source}}.log",
     benchmark:
         f"benchmarks/{DS}/embed_texts/{TEXT_KEY}.{{source}}.tsv"
+    conda:
+        "../envs/features.yaml"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=gpus_for(TEXT_ENC),
-    conda:
-        "../envs/features.yaml"
+    params:
+        spec=TEXT_ENC,
     script:
         "../scripts/embed_texts.py"

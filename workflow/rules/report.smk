@@ -9,26 +9,46 @@ rule report:
         histories=all_histories(),
         examples=all_examples(),
     output:
-        html=report(f"{REPORT_DIR}/report.html", category="Summary", caption="../report/workflow.rst"),
-        table=report(f"{REPORT_DIR}/metrics_table.md", category="Summary", caption="../report/metrics.rst"),
+        html=report(
+            f"{REPORT_DIR}/report.html",
+            category="Summary",
+            caption="../report/workflow.rst",
+        ),
+        table=report(
+            f"{REPORT_DIR}/metrics_table.md",
+            category="Summary",
+            caption="../report/metrics.rst",
+        ),
         table_parquet=f"{REPORT_DIR}/metrics_table.parquet",
         metrics=f"{REPORT_DIR}/metrics.parquet",
         examples_parquet=f"{REPORT_DIR}/examples.parquet",
-        recall=report(f"{REPORT_DIR}/recall_at_k.png", category="Plots", caption="../report/recall.rst"),
-        curves=report(f"{REPORT_DIR}/training_curves.png", category="Plots", caption="../report/curves.rst"),
-        examples=report(f"{REPORT_DIR}/examples.html", category="Examples", caption="../report/examples.rst"),
-    params:
-        runs=run_table(),
-        tags=report_tags(),
-        history_tags=history_tags(),
+        recall=report(
+            f"{REPORT_DIR}/recall_at_k.png",
+            category="Plots",
+            caption="../report/recall.rst",
+        ),
+        curves=report(
+            f"{REPORT_DIR}/training_curves.png",
+            category="Plots",
+            caption="../report/curves.rst",
+        ),
+        examples=report(
+            f"{REPORT_DIR}/examples.html",
+            category="Examples",
+            caption="../report/examples.rst",
+        ),
     log:
         f"logs/{DS}/report/{RUN_NAME}-{CONFIG_HASH}.log",
     benchmark:
         f"benchmarks/{DS}/report/{RUN_NAME}-{CONFIG_HASH}.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/report.yaml"
+    params:
+        runs=run_table(),
+        tags=report_tags(),
+        history_tags=history_tags(),
     script:
         "../scripts/report.py"

@@ -10,20 +10,20 @@ rule train_teacher:
     output:
         checkpoint=f"{RUNS_DIR}/teachers/{{trainset}}/{{tkey}}/seed{{seed}}/teacher.pt",
         history=f"{RUNS_DIR}/teachers/{{trainset}}/{{tkey}}/seed{{seed}}/history.parquet",
-    params:
-        train=teacher_params,
-        lang=lambda wc: training_language(wc.trainset),
     log:
         f"logs/{DS}/train_teacher/{{trainset}}.{{tkey}}.seed{{seed}}.log",
     benchmark:
         f"benchmarks/{DS}/train_teacher/{{trainset}}.{{tkey}}.seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=RES["gpu"],
-    conda:
-        "../envs/train.yaml"
+    params:
+        train=teacher_params,
+        lang=lambda wc: training_language(wc.trainset),
     script:
         "../scripts/train_teacher.py"
 
@@ -34,19 +34,19 @@ rule train_student:
     output:
         checkpoint=f"{RUNS_DIR}/students/{{trainset}}/{{skey}}/seed{{seed}}/student.pt",
         history=f"{RUNS_DIR}/students/{{trainset}}/{{skey}}/seed{{seed}}/history.parquet",
-    params:
-        train=student_params,
-        lang=lambda wc: training_language(wc.trainset),
     log:
         f"logs/{DS}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.log",
     benchmark:
         f"benchmarks/{DS}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: HEAVY_THREADS
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=RES["gpu"],
-    conda:
-        "../envs/train.yaml"
+    params:
+        train=student_params,
+        lang=lambda wc: training_language(wc.trainset),
     script:
         "../scripts/train_student.py"

@@ -6,18 +6,18 @@ rule translate_captions:
         captions=f"{DATA_DIR}/captions.parquet",
     output:
         f"{DATA_DIR}/translations/{{code}}/{{trkey}}.parquet",
-    params:
-        spec=translate_params,
     log:
         f"logs/{DS}/translate_captions/{{code}}.{{trkey}}.log",
     benchmark:
         f"benchmarks/{DS}/translate_captions/{{code}}.{{trkey}}.tsv"
+    conda:
+        "../envs/translate.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         gpu=translate_gpus,
-    conda:
-        "../envs/translate.yaml"
+    params:
+        spec=translate_params,
     script:
         "../scripts/translate_captions.py"
 
@@ -28,17 +28,17 @@ rule mt_quality:
         reference=mt_quality_reference,
     output:
         f"{REPORT_DIR}/mt_quality.{{lang}}.json",
-    params:
-        spec=lambda wc: translate_spec(wc.lang),
-        code=lambda wc: language_code(wc.lang),
     log:
         f"logs/{DS}/mt_quality/{RUN_NAME}.{{lang}}.log",
     benchmark:
         f"benchmarks/{DS}/mt_quality/{RUN_NAME}.{{lang}}.tsv"
+    conda:
+        "../envs/translate.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../envs/translate.yaml"
+    params:
+        spec=lambda wc: translate_spec(wc.lang),
+        code=lambda wc: language_code(wc.lang),
     script:
         "../scripts/mt_quality.py"
