@@ -1,14 +1,18 @@
-"""Shared test helpers: repo paths, the ../shared data location, and torch thread limits."""
+"""Shared test helpers: repo paths, the ../shared data location, torch thread limits, and one
+reference run of the tiny workflow config shared by every workflow test."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CCR_SHARED_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,3 +28,22 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "multi30k").is_dir():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (set CCR_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """One uninterrupted, unscattered local run of the tiny config (.test/config), made once per test
+    session and shared by every xdist worker (under a file lock). Tests compare their own runs with
+    it and must never change it (copy it first: ``shutil.copytree``)."""
+    from workflow_run import make_workdir, snakemake, tiny_config
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder
+    workdir = shared / "tiny-reference"
+    with open(shared / "tiny-reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (workdir / ".finished").exists():
+            make_workdir(workdir, tiny_config())
+            snakemake(workdir)
+            (workdir / ".finished").touch()
+    return workdir

@@ -1,85 +1,19 @@
 """The Snakemake workflow end to end on the tiny config: outputs, config errors before the first job,
-rerun-only-what-changed, content-keyed outputs (a data change retrains, two configs keep apart,
-key order does not matter) and SIGKILLed jobs that resume to byte-identical outputs."""
+rerun-only-what-changed, content-keyed outputs (a data change retrains, two configs keep apart, key
+order does not matter). Scattered and SIGKILLed runs: tests/test_workflow_kill.py; SLURM: tests/test_slurm.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import REPO
-
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-CCR = str(Path(sys.executable).with_name("ccr"))
-
-
-def make_workdir(tmp: Path, config: dict) -> Path:
-    """A working directory with the repo's workflow (catalog layout) and ``config`` as config/config.yaml."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "workflow", tmp / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp / "config").mkdir(exist_ok=True)
-    (tmp / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    return tmp
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True, cores: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [SNAKEMAKE, "--cores", str(cores), "--directory", str(workdir), *args],
-        cwd=workdir, capture_output=True, text=True, env=env, timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def tiny_config() -> dict:
-    return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
-
-
-def planned_jobs(workdir: Path, *args: str) -> set[str]:
-    """Rule names a dry run would execute."""
-    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args).stdout
-    jobs = set()
-    for line in out.splitlines():
-        match = re.match(r"^\s*([a-z_]+)\s+\d+\s*$", line)
-        if match and match.group(1) not in ("total", "job", "count", "all"):
-            jobs.add(match.group(1))
-    return jobs
-
-
-def with_config(workdir: Path, config: dict):
-    """Context: ``config`` as the workdir's config, the tiny config again afterwards."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def swap():
-        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        try:
-            yield
-        finally:
-            (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
-
-    return swap()
-
-
-def digests(root: Path) -> dict[str, str]:
-    """relative path -> SHA-256 of every file under ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
+from workflow_run import CCR, digests, make_workdir, planned_jobs, snakemake, tiny_config, with_config
 
 # ---- config errors: refused by `snakemake -n`, naming the key, before any job runs ------------------
 
@@ -104,9 +38,10 @@ def test_config_errors_are_refused_before_the_first_job(tmp_path, edit, message)
 # ---- one tiny run, then what reruns ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    workdir = make_workdir(tmp_path_factory.mktemp("e2e") / "wd", tiny_config())
-    snakemake(workdir)
+def finished_run(tiny_reference, tmp_path_factory) -> Path:
+    """A copy of the shared reference run, which the tests of this module may add to."""
+    workdir = tmp_path_factory.mktemp("e2e") / "wd"
+    shutil.copytree(tiny_reference, workdir, symlinks=True)
     return workdir
 
 
@@ -176,110 +111,6 @@ def test_describe_param_change_reruns_descriptions_and_below(finished_run):
         jobs = planned_jobs(finished_run)
     assert "describe_images" in jobs and "embed_texts" in jobs
     assert not jobs & {"prepare_dataset", "translate_captions", "embed_images", "train_teacher"}
-
-
-# A long rule -> its script, and the folder pattern (under results/) where its progress shows.
-LONG_RULES = {
-    "translate_captions": ("translate_captions.py", "data/*/translations/*/*.shards"),
-    "describe_images": ("describe_images.py", "data/*/descriptions/*.shards"),
-    "embed_images": ("embed_images.py", "features/*/images/*.shards"),
-    "embed_texts": ("embed_texts.py", "features/*/texts/*/*.shards"),
-    "train_teacher": ("train_teacher.py", "runs/*/teachers/*/*/seed*/last.pt"),
-    "train_student": ("train_student.py", "runs/*/students/*/*/seed*/last.pt"),
-}
-
-
-def sigkill_a_job(workdir: Path, rng: random.Random, killed: set[str]) -> str | None:
-    """Run snakemake (one job at a time) and SIGKILL the first job of a long rule not yet in ``killed``,
-    at a random point of its work: after 1 or 2 (seeded) more finished shards or epochs."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "1", "--directory", str(workdir)], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        while proc.poll() is None:
-            job = _running_job(workdir, killed)
-            if job is None:
-                time.sleep(0.01)
-                continue
-            rule, pid = job
-            if _wait_for_progress(workdir, rule, pid, rng.randint(1, 2)):
-                os.kill(pid, signal.SIGKILL)
-                proc.wait(timeout=300)
-                return rule
-            # the job finished before: look for the next long job
-        return None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
-def _running_job(workdir: Path, killed: set[str]) -> tuple[str, int] | None:
-    """(rule, pid) of the Python process of a running long-rule job in ``workdir`` (read from /proc)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            if not Path(argv[0]).name.startswith("python") or Path(os.readlink(entry / "cwd")) != workdir:
-                continue
-        except OSError:
-            continue
-        cmd = " ".join(argv)
-        for rule, (script, _) in LONG_RULES.items():
-            if ".snakemake/scripts/" in cmd and cmd.endswith(f".{script} ") and rule not in killed:
-                return rule, int(entry.name)
-    return None
-
-
-def _progress(workdir: Path, rule: str) -> set:
-    """What marks progress of ``rule``: its finished shards, or the successive last.pt files of a training."""
-    pattern = LONG_RULES[rule][1]
-    marks = set()
-    for path in (workdir / "results").glob(pattern):
-        try:
-            if path.name == "last.pt":
-                marks.add(path.stat().st_ino)  # replaced (new inode) after every epoch
-            else:
-                marks.update(p.name for p in path.glob("part-*.parquet"))
-        except FileNotFoundError:
-            pass
-    return marks
-
-
-def _wait_for_progress(workdir: Path, rule: str, pid: int, more: int) -> bool:
-    """Wait until the job has made ``more`` new progress marks; False if it ended before."""
-    seen = _progress(workdir, rule)
-    new: set = set()
-    while Path(f"/proc/{pid}").exists():
-        new |= _progress(workdir, rule) - seen
-        if len(new) >= more:
-            return True
-        time.sleep(0.005)
-    return False
-
-
-@pytest.mark.slow
-def test_sigkilled_jobs_resume_to_byte_identical_outputs(finished_run, tmp_path):
-    """SIGKILL each long stage's job at a random (seeded) point, rerun: every output is byte for byte
-    the uninterrupted run's, and the reruns resumed (their logs say so)."""
-    workdir = make_workdir(tmp_path / "wd", tiny_config())
-    rng = random.Random(20261201)
-    killed: set[str] = set()
-    for _ in range(12):
-        name = sigkill_a_job(workdir, rng, killed)
-        if name is None:
-            break
-        killed.add(name)
-    assert killed == {"translate_captions", "describe_images", "embed_images", "embed_texts", "train_teacher",
-                      "train_student"}
-    snakemake(workdir)
-    logs = "\n".join(p.read_text() for p in (workdir / "logs").rglob("*.log"))
-    assert "rows already done" in logs and "resuming from" in logs
-    ours, reference = digests(workdir / "results"), digests(finished_run / "results")
-    assert ours.keys() == reference.keys()
-    different = sorted(k for k in ours if ours[k] != reference[k])
-    assert not different, different
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ccr.keys import stable_hash
@@ -112,12 +113,29 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to Parquet at ``path`` atomically and durably.
 
-    Chunks are combined first, so the file's bytes depend only on the table's content and schema
-    (a table assembled from resumed shards is byte-identical to one written in one go).
+    Chunks are combined and metadata keys sorted first, so the file's bytes depend only on the
+    table's content and schema (a table assembled from resumed shards or gathered parts is
+    byte-identical to one written in one go).
     """
+    if table.schema.metadata:
+        table = table.replace_schema_metadata(dict(sorted(table.schema.metadata.items())))
+    table = table.cast(pa.schema([_as_read(f) for f in table.schema], metadata=table.schema.metadata))
     with atomic_path(path) as tmp:
         pq.write_table(table.combine_chunks(), tmp)
     return Path(path)
+
+
+def _as_read(field: pa.Field) -> pa.Field:
+    """``field`` with list items named as Parquet names them ("element"), so a table written from
+    memory and one written from tables read back from Parquet store the same schema."""
+    kind = field.type
+    if pa.types.is_fixed_size_list(kind):
+        kind = pa.list_(_as_read(kind.value_field).with_name("element"), kind.list_size)
+    elif pa.types.is_list(kind):
+        kind = pa.list_(_as_read(kind.value_field).with_name("element"))
+    elif pa.types.is_large_list(kind):
+        kind = pa.large_list(_as_read(kind.value_field).with_name("element"))
+    return field.with_type(kind)
 
 
 # ---- fingerprints: what made an output ---------------------------------------------------------
@@ -216,6 +234,74 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+# ---- scatter/gather: a stage's rows split into parts, each its own job --------------------------
+
+Part = tuple[int, int]  # (index from 0, number of parts)
+PART_KEY = b"ccr.part"
+POSITION = "_pos"  # a part's column: each row's position in the whole output (dropped when gathered)
+
+
+def parse_part(scatteritem: str | None) -> Part | None:
+    """Snakemake's scatter item ``"2-of-3"`` -> ``(1, 3)``; None (or ``"1-of-1"``) -> None (the whole)."""
+    if not scatteritem:
+        return None
+    index, _, count = scatteritem.partition("-of-")
+    part = (int(index) - 1, int(count))
+    if not 0 <= part[0] < part[1]:
+        raise ValueError(f"bad scatter item {scatteritem!r}: expected '<i>-of-<n>' with 1 <= i <= n")
+    return None if part[1] == 1 else part
+
+
+def plan_shards(keys: Sequence[str], shard_size: int, part: Part | None = None) -> list[list[str]]:
+    """The shards (key lists, in processing order) a job produces: all of them, or part ``i`` of ``n``.
+
+    A part is a contiguous run of whole shards, so a scattered run batches every row exactly as an
+    unscattered run does: the gathered output holds the same values, byte for byte.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    shards = [list(chunk) for chunk in batched(keys, shard_size)]
+    if part is None:
+        return shards
+    index, count = part
+    return shards[index * len(shards) // count: (index + 1) * len(shards) // count]
+
+
+def gather_parts(part_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> pa.Table:
+    """Join the parts of a scattered stage into its output, identical to an unscattered run's.
+
+    Checks that the parts are all the parts (1..n) of one output (same fingerprint), that together
+    they hold every row once, puts the rows back in order and writes the table atomically.
+    """
+    if not part_paths:
+        raise ValueError(f"{out_path}: no parts to gather")
+    tables, seen = [], set()
+    for path in part_paths:
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        if PART_KEY not in meta or POSITION not in table.column_names:
+            raise ValueError(f"{path}: not a part of a scattered stage (no {PART_KEY.decode()} metadata)")
+        seen.add(meta[PART_KEY].decode())
+        tables.append(table)
+    fingerprints = {t.schema.metadata.get(FINGERPRINT_KEY) for t in tables}
+    if len(fingerprints) != 1:
+        raise ValueError(f"{out_path}: the parts were made from different inputs or settings: "
+                         f"{sorted(f.decode() if f else 'none' for f in fingerprints)}")
+    count = int(next(iter(seen)).split("/")[1])
+    if seen != {f"{i}/{count}" for i in range(count)}:
+        raise ValueError(f"{out_path}: parts {sorted(seen)} are not all {count} parts")
+    table = pa.concat_tables(tables)
+    table = table.take(pc.sort_indices(table[POSITION]))
+    positions = table[POSITION].to_numpy()
+    if len(positions) and not (positions == range(len(positions))).all():
+        raise ValueError(f"{out_path}: the parts do not hold every row exactly once")
+    meta = {k: v for k, v in tables[0].schema.metadata.items() if k != PART_KEY}
+    table = table.drop_columns([POSITION]).replace_schema_metadata(meta)
+    write_table_atomic(table, out_path)
+    log.info("gathered %d part(s), %d rows -> %s", count, table.num_rows, out_path)
+    return table
+
+
 class ShardedWriter:
     """Resumable, sharded production of one Parquet table keyed by a string column.
 
@@ -228,14 +314,18 @@ class ShardedWriter:
         writer.finish(order=all_keys)            # concatenates, checks, renames, removes shards
 
     ``fingerprint`` names what the rows are made from (stage, backend, settings, the inputs'
-    fingerprints: :func:`fingerprint`).  Every shard carries it; leftover shards with another
-    fingerprint (a crash, then a change of data or settings) are discarded with a log line, so a
-    resume only ever continues work made from the same inputs.  The final table carries it too.
+    fingerprints: :func:`fingerprint`); the final table carries it.  Every shard carries it too,
+    combined with ``resume_key`` (how the work is cut: shard size, part); leftover shards of another
+    combination (a crash, then a change of data or settings) are discarded with a log line, so a
+    resume only ever continues work made from the same inputs, cut the same way.
     """
 
-    def __init__(self, out_path: str | os.PathLike, key: str, schema: pa.Schema, fingerprint: str):
+    def __init__(self, out_path: str | os.PathLike, key: str, schema: pa.Schema, fingerprint: str,
+                 resume_key: Any = None):
         self.out_path = Path(out_path)
-        self.key, self.fingerprint = key, fingerprint
+        self.key, self.output_fingerprint = key, fingerprint
+        fingerprint = fingerprint if resume_key is None else stable_hash([fingerprint, resume_key], length=16)
+        self.fingerprint = fingerprint
         self.schema = stamp(schema, fingerprint)
         self.shard_dir = self.out_path.with_name(self.out_path.name + ".shards")
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -268,6 +358,11 @@ class ShardedWriter:
     def pending(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if k not in self._done]
 
+    def pending_shards(self, shards: Sequence[Sequence[str]]) -> list[list[str]]:
+        """The planned shards (see :func:`plan_shards`) not yet written, each with its pending keys."""
+        todo = [self.pending(shard) for shard in shards]
+        return [shard for shard in todo if shard]
+
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
@@ -283,8 +378,13 @@ class ShardedWriter:
         self._shards.append(shard)
         self._done.update(keys)
 
-    def finish(self, order: Sequence[str] | None = None) -> pa.Table:
-        """Concatenate the shards into the final file (rows in ``order`` when given)."""
+    def finish(self, order: Sequence[str] | None = None, part: Part | None = None,
+               positions: Mapping[str, int] | None = None) -> pa.Table:
+        """Concatenate the shards into the final file (rows in ``order`` when given).
+
+        For part ``(i, n)`` of a scattered stage, ``positions`` maps each key to its row in the whole
+        output: the file gets a ``_pos`` column and the part in its metadata (see :func:`gather_parts`).
+        """
         tables = [pq.read_table(s) for s in self._shards]
         table = pa.concat_tables(tables).cast(self.schema) if tables else self.schema.empty_table()
         if order is not None:
@@ -293,7 +393,14 @@ class ShardedWriter:
                 raise RuntimeError(f"{self.out_path}: {len(missing)} row(s) never written, e.g. {sorted(missing)[:3]}")
             index = {k: i for i, k in enumerate(table.column(self.key).to_pylist())}
             table = table.take(pa.array([index[k] for k in order], pa.int64()))
-        table = table.replace_schema_metadata(self.schema.metadata)
+        meta = {**self.schema.metadata, FINGERPRINT_KEY: self.output_fingerprint.encode()}
+        if part is not None:
+            if positions is None:
+                raise ValueError("a part's output needs the positions of its rows in the whole output")
+            keys = table.column(self.key).to_pylist()
+            table = table.append_column(POSITION, pa.array([positions[k] for k in keys], pa.int64()))
+            meta[PART_KEY] = f"{part[0]}/{part[1]}".encode()
+        table = table.replace_schema_metadata(meta)
         write_table_atomic(table, self.out_path)
         shutil.rmtree(self.shard_dir, ignore_errors=True)
         return table

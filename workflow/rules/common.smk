@@ -32,11 +32,24 @@ LANGS = sorted(config["languages"])
 SEEDS = config["seeds"]
 SYSTEMS = {name: entry or {} for name, entry in config["systems"].items()}
 RES = config["resources"]
-HEAVY_THREADS = RES["threads"]
 RUN_NAME = config["run_name"]
 
-# The run's identity in metrics rows: its config (without scheduling resources) and the code.
-CONFIG_HASH = stable_hash({k: v for k, v in config.items() if k != "resources"})
+# How the heavy stages are cut into jobs: each part is its own job, gathered into the same table as
+# an unscattered run (tested byte for byte), so like resources it is not part of the config hash.
+PARTS = config["scatter"]
+
+
+scattergather:
+    translate=PARTS["translate"],
+    describe=PARTS["describe"],
+    embed_images=PARTS["embed_images"],
+    embed_texts=PARTS["embed_texts"],
+
+
+# The run's identity in metrics rows: its config (without scheduling and scattering) and the code.
+CONFIG_HASH = stable_hash(
+    {k: v for k, v in config.items() if k not in ("resources", "scatter")}
+)
 
 
 def code_version() -> str:
@@ -134,6 +147,8 @@ wildcard_constraints:
     tkey="[0-9a-f]{10}",
     skey="[0-9a-f]{10}",
     ekey="[0-9a-f]{10}",
+    source=r"[^/]+",
+    scatteritem=r"\d+-of-\d+",
 
 
 # ---- languages and systems ---------------------------------------------------------------------
@@ -321,24 +336,81 @@ for _system in SYSTEMS:
             )
 
 
+# ---- scatter/gather ----------------------------------------------------------------------------
+
+
+def part_output(stem: str, stage: str):
+    """A scatterable stage's output: the whole table, or (scattered) one part of it, gathered later."""
+    if PARTS[stage] == 1:
+        return f"{stem}.parquet"
+    return temp(f"{stem}.parts/{{scatteritem}}.parquet")
+
+
+def part_tag(stage: str) -> str:
+    """The part in a scattered job's log and benchmark names."""
+    return "" if PARTS[stage] == 1 else ".{scatteritem}"
+
+
+def gathered_parts(stem: str, stage: str) -> list[str]:
+    """Every part of a scattered stage's output (the stem's own wildcards kept for the gather rule)."""
+    escaped = stem.replace("{", "{{").replace("}", "}}")
+    return getattr(gather, stage)(f"{escaped}.parts/{{scatteritem}}.parquet")
+
+
+def part_of(wildcards) -> str:
+    return wildcards.get("scatteritem", "")
+
+
 # ---- resources ---------------------------------------------------------------------------------
 
-# Backends that run a neural model on a GPU when one is there; the offline ones never ask for one.
-GPU_BACKENDS = frozenset({"hf-seq2seq", "hf-vlm", "vllm", "hf-clip", "hf-text"})
+# What one job of a GPU backend asks for by default (the README's GPU table says the same); the
+# offline backends never ask for a GPU. `resources.stages.<rule>` overrides any of these.
+GPU_BACKENDS = {
+    "vllm": {"gpu": 1, "mem_mb": 32000},
+    "hf-vlm": {"gpu": 1, "mem_mb": 32000},
+    "hf-seq2seq": {"gpu": 1, "mem_mb": 16000},
+    "hf-clip": {"gpu": 1, "mem_mb": 16000},
+    "hf-text": {"gpu": 1, "mem_mb": 16000},
+}
 
 
-def gpus_for(spec: dict) -> int:
-    """GPUs a stage's job asks for: at least one for a GPU backend (unless its params pin the CPU)."""
-    if (
-        spec["backend"] not in GPU_BACKENDS
-        or spec.get("params", {}).get("device") == "cpu"
-    ):
-        return 0
-    return max(1, RES["gpu"])
+def job_resource(rule: str, key: str, spec: dict | None = None, default=None):
+    """A rule's resource: ``resources.stages.<rule>.<key>``, else what its backend needs (a GPU
+    backend asks for ``resources.gpu`` GPUs and at least its memory), else the config-wide value.
+    """
+    override = RES["stages"].get(rule, {})
+    if key in override:
+        return override[key]
+    wants_gpu = (
+        spec is not None
+        and spec["backend"] in GPU_BACKENDS
+        and spec["params"].get("device") != "cpu"
+    )
+    if key == "gpu":
+        return RES["gpu"] if wants_gpu else 0
+    value = RES[key] if default is None else default
+    if wants_gpu and key in GPU_BACKENDS[spec["backend"]]:
+        return max(value, GPU_BACKENDS[spec["backend"]][key])
+    return value
 
 
-def translate_gpus(wildcards) -> int:
-    return gpus_for(TRANSLATIONS[(wildcards.code, wildcards.trkey)])
+def translate_resource(key: str, default=None):
+    """``job_resource`` of translate_captions for the language whose translation a job makes."""
+    return lambda wildcards: job_resource(
+        "translate_captions",
+        key,
+        TRANSLATIONS[(wildcards.code, wildcards.trkey)],
+        default,
+    )
+
+
+def train_gpus(rule: str, params_of):
+    """Training asks for a GPU when its params say ``device: cuda`` (or resources.stages.<rule>.gpu)."""
+    return (
+        lambda wildcards: RES["stages"]
+        .get(rule, {})
+        .get("gpu", int(params_of(wildcards)["device"] == "cuda"))
+    )
 
 
 def mt_quality_source(wildcards) -> str:

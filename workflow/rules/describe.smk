@@ -5,19 +5,41 @@ rule describe_images:
     input:
         images=f"{DATA_DIR}/images.parquet",
     output:
-        f"{DATA_DIR}/descriptions/{DESC_KEY}.parquet",
+        part_output(f"{DATA_DIR}/descriptions/{DESC_KEY}", "describe"),
     log:
-        f"logs/{DS}/describe_images/{DESC_KEY}.log",
+        f"logs/{DS}/describe_images/{DESC_KEY}{part_tag('describe')}.log",
     benchmark:
-        f"benchmarks/{DS}/describe_images/{DESC_KEY}.tsv"
+        f"benchmarks/{DS}/describe_images/{DESC_KEY}{part_tag('describe')}.tsv"
     conda:
         "../envs/describe.yaml"
-    threads: HEAVY_THREADS
+    threads: job_resource("describe_images", "threads")
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=gpus_for(DESCRIBE),
+        mem_mb=job_resource("describe_images", "mem_mb", DESCRIBE),
+        runtime=job_resource("describe_images", "runtime", DESCRIBE),
+        gpu=job_resource("describe_images", "gpu", DESCRIBE),
     params:
         spec=DESCRIBE,
+        part=part_of,
     script:
         "../scripts/describe_images.py"
+
+
+if PARTS["describe"] > 1:
+
+    rule gather_descriptions:
+        input:
+            gathered_parts(f"{DATA_DIR}/descriptions/{DESC_KEY}", "describe"),
+        output:
+            f"{DATA_DIR}/descriptions/{DESC_KEY}.parquet",
+        log:
+            f"logs/{DS}/gather_descriptions/{DESC_KEY}.log",
+        benchmark:
+            f"benchmarks/{DS}/gather_descriptions/{DESC_KEY}.tsv"
+        localrule: True
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+        script:
+            "../scripts/gather_parts.py"

@@ -5,20 +5,21 @@ rule embed_images:
     input:
         images=f"{DATA_DIR}/images.parquet",
     output:
-        f"{FEAT_DIR}/images/{IMAGE_KEY}.parquet",
+        part_output(f"{FEAT_DIR}/images/{IMAGE_KEY}", "embed_images"),
     log:
-        f"logs/{DS}/embed_images/{IMAGE_KEY}.log",
+        f"logs/{DS}/embed_images/{IMAGE_KEY}{part_tag('embed_images')}.log",
     benchmark:
-        f"benchmarks/{DS}/embed_images/{IMAGE_KEY}.tsv"
+        f"benchmarks/{DS}/embed_images/{IMAGE_KEY}{part_tag('embed_images')}.tsv"
     conda:
         "../envs/features.yaml"
-    threads: HEAVY_THREADS
+    threads: job_resource("embed_images", "threads")
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=gpus_for(IMAGE_ENC),
+        mem_mb=job_resource("embed_images", "mem_mb", IMAGE_ENC),
+        runtime=job_resource("embed_images", "runtime", IMAGE_ENC),
+        gpu=job_resource("embed_images", "gpu", IMAGE_ENC),
     params:
         spec=IMAGE_ENC,
+        part=part_of,
     script:
         "../scripts/embed_images.py"
 
@@ -27,19 +28,62 @@ rule embed_texts:
     input:
         captions=text_source_input,
     output:
-        f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}.parquet",
+        part_output(f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}", "embed_texts"),
     log:
-        f"logs/{DS}/embed_texts/{TEXT_KEY}.{{source}}.log",
+        f"logs/{DS}/embed_texts/{TEXT_KEY}.{{source}}{part_tag('embed_texts')}.log",
     benchmark:
-        f"benchmarks/{DS}/embed_texts/{TEXT_KEY}.{{source}}.tsv"
+        f"benchmarks/{DS}/embed_texts/{TEXT_KEY}.{{source}}{part_tag('embed_texts')}.tsv"
     conda:
         "../envs/features.yaml"
-    threads: HEAVY_THREADS
+    threads: job_resource("embed_texts", "threads")
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=gpus_for(TEXT_ENC),
+        mem_mb=job_resource("embed_texts", "mem_mb", TEXT_ENC),
+        runtime=job_resource("embed_texts", "runtime", TEXT_ENC),
+        gpu=job_resource("embed_texts", "gpu", TEXT_ENC),
     params:
         spec=TEXT_ENC,
+        part=part_of,
     script:
         "../scripts/embed_texts.py"
+
+
+if PARTS["embed_images"] > 1:
+
+    rule gather_image_features:
+        input:
+            gathered_parts(f"{FEAT_DIR}/images/{IMAGE_KEY}", "embed_images"),
+        output:
+            f"{FEAT_DIR}/images/{IMAGE_KEY}.parquet",
+        log:
+            f"logs/{DS}/gather_image_features/{IMAGE_KEY}.log",
+        benchmark:
+            f"benchmarks/{DS}/gather_image_features/{IMAGE_KEY}.tsv"
+        localrule: True
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=RES["mem_mb"],
+        script:
+            "../scripts/gather_parts.py"
+
+
+if PARTS["embed_texts"] > 1:
+
+    rule gather_text_features:
+        input:
+            gathered_parts(f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}", "embed_texts"),
+        output:
+            f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}.parquet",
+        log:
+            f"logs/{DS}/gather_text_features/{TEXT_KEY}.{{source}}.log",
+        benchmark:
+            f"benchmarks/{DS}/gather_text_features/{TEXT_KEY}.{{source}}.tsv"
+        localrule: True
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=RES["mem_mb"],
+        script:
+            "../scripts/gather_parts.py"

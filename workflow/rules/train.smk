@@ -16,11 +16,11 @@ rule train_teacher:
         f"benchmarks/{DS}/train_teacher/{{trainset}}.{{tkey}}.seed{{seed}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: HEAVY_THREADS
+    threads: job_resource("train_teacher", "threads")
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=RES["gpu"],
+        mem_mb=job_resource("train_teacher", "mem_mb"),
+        runtime=job_resource("train_teacher", "runtime"),
+        gpu=train_gpus("train_teacher", teacher_params),
     params:
         train=teacher_params,
         lang=lambda wc: training_language(wc.trainset),
@@ -40,11 +40,11 @@ rule train_student:
         f"benchmarks/{DS}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: HEAVY_THREADS
+    threads: job_resource("train_student", "threads")
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=RES["gpu"],
+        mem_mb=job_resource("train_student", "mem_mb"),
+        runtime=job_resource("train_student", "runtime"),
+        gpu=train_gpus("train_student", student_params),
     params:
         train=student_params,
         lang=lambda wc: training_language(wc.trainset),

@@ -5,21 +5,44 @@ rule translate_captions:
     input:
         captions=f"{DATA_DIR}/captions.parquet",
     output:
-        f"{DATA_DIR}/translations/{{code}}/{{trkey}}.parquet",
+        part_output(f"{DATA_DIR}/translations/{{code}}/{{trkey}}", "translate"),
     log:
-        f"logs/{DS}/translate_captions/{{code}}.{{trkey}}.log",
+        f"logs/{DS}/translate_captions/{{code}}.{{trkey}}{part_tag('translate')}.log",
     benchmark:
-        f"benchmarks/{DS}/translate_captions/{{code}}.{{trkey}}.tsv"
+        f"benchmarks/{DS}/translate_captions/{{code}}.{{trkey}}{part_tag('translate')}.tsv"
     conda:
         "../envs/translate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        gpu=translate_gpus,
+        mem_mb=translate_resource("mem_mb", 4000),
+        runtime=translate_resource("runtime"),
+        gpu=translate_resource("gpu"),
     params:
         spec=translate_params,
+        part=part_of,
     script:
         "../scripts/translate_captions.py"
+
+
+if PARTS["translate"] > 1:
+
+    rule gather_translations:
+        input:
+            gathered_parts(f"{DATA_DIR}/translations/{{code}}/{{trkey}}", "translate"),
+        output:
+            f"{DATA_DIR}/translations/{{code}}/{{trkey}}.parquet",
+        log:
+            f"logs/{DS}/gather_translations/{{code}}.{{trkey}}.log",
+        benchmark:
+            f"benchmarks/{DS}/gather_translations/{{code}}.{{trkey}}.tsv"
+        localrule: True
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+        script:
+            "../scripts/gather_parts.py"
 
 
 rule mt_quality:

@@ -1,7 +1,7 @@
 """Snakemake script for rule embed_images: calls ccr.features.embed_images."""
 
 from ccr.features import embed_images
-from ccr.io import setup_logging
+from ccr.io import parse_part, setup_logging
 
 
 def main(snakemake) -> None:
@@ -14,6 +14,7 @@ def main(snakemake) -> None:
         out_path=snakemake.output[0],
         shard_size=spec.get("shard_size", 64),
         hints={"threads": snakemake.threads},
+        part=parse_part(snakemake.params.part),
     )
 
 

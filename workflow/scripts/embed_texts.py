@@ -1,7 +1,7 @@
 """Snakemake script for rule embed_texts: calls ccr.features.embed_texts."""
 
 from ccr.features import embed_texts
-from ccr.io import setup_logging
+from ccr.io import parse_part, setup_logging
 
 
 def main(snakemake) -> None:
@@ -15,6 +15,7 @@ def main(snakemake) -> None:
         with_tokens=spec["with_tokens"],
         shard_size=spec.get("shard_size", 256),
         hints={"threads": snakemake.threads},
+        part=parse_part(snakemake.params.part),
         skip_unused_human=True,
     )
 

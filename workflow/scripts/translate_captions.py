@@ -1,6 +1,6 @@
 """Snakemake script for rule translate_captions: calls ccr.translate.translate_captions."""
 
-from ccr.io import setup_logging
+from ccr.io import parse_part, setup_logging
 from ccr.translate import translate_captions
 
 
@@ -15,6 +15,7 @@ def main(snakemake) -> None:
         out_path=snakemake.output[0],
         shard_size=spec.get("shard_size", 256),
         hints={"threads": snakemake.threads},
+        part=parse_part(snakemake.params.part),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_images, validate_captions
-from ccr.io import Progress, ShardedWriter, batched, fingerprint, read_fingerprint, stamp, write_table_atomic
+from ccr.io import Part, Progress, ShardedWriter, fingerprint, plan_shards, read_fingerprint
 from ccr.keys import numeric_params
 from ccr.registry import Registry
 
@@ -59,11 +59,13 @@ def describe_images(
     out_path: str | os.PathLike,
     shard_size: int = 64,
     hints: dict | None = None,
+    part: Part | None = None,
 ) -> None:
     """Describe every image of ``images_path`` with ``backend``; write the description rows to ``out_path``.
 
     One shard of ``shard_size`` images per :class:`ccr.io.ShardedWriter` shard, so a crashed run resumes
-    where it stopped; the final table is in image order, views in order.
+    where it stopped; the final table is in image order, views in order. ``part=(i, n)``: describe only
+    the i-th of n parts of the images (a scattered job; :func:`ccr.io.gather_parts` joins the parts).
     """
     if shard_size < 1:
         raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
@@ -74,25 +76,32 @@ def describe_images(
     if backend == "none":
         if params:
             raise ValueError(f"describe backend 'none' takes no params, got {sorted(params)}")
-        write_table_atomic(stamp(validate_captions(CAPTIONS_SCHEMA.empty_table()), fp), out_path)
-        log.info("describe 'none': wrote an empty descriptions table -> %s", out_path)
-        return
-    describer = DESCRIBERS.create(backend, hints=hints, **(params or {}))
-    views = int(describer.views)
-    if views < 1:
-        raise ValueError(f"describe backend '{backend}': views must be >= 1, got {views}")
+        log.info("describe 'none': writing an empty descriptions table -> %s", out_path)
+        describer, views, images = None, 0, images.slice(0, 0)
+    else:
+        describer = DESCRIBERS.create(backend, hints=hints, **(params or {}))
+        views = int(describer.views)
+        if views < 1:
+            raise ValueError(f"describe backend '{backend}': views must be >= 1, got {views}")
 
     image_ids = images.column("image_id").to_pylist()
+    row_of = {iid: i for i, iid in enumerate(image_ids)}
     paths = images.column("path").to_pylist()
     splits = images.column("split").to_pylist()
-    order = [f"{iid}#desc{k}" for iid in image_ids for k in range(views)]
-    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp)
+    view_ids = {iid: [f"{iid}#desc{k}" for k in range(views)] for iid in image_ids}
+    position = {cid: n for n, cid in enumerate(c for iid in image_ids for c in view_ids[iid])}
+    shards = plan_shards(image_ids, shard_size, part)
+    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp,
+                           resume_key={"shard_size": shard_size, "part": part})
     done = writer.done_keys
-    todo = [i for i, iid in enumerate(image_ids) if any(f"{iid}#desc{k}" not in done for k in range(views))]
-    log.info("describe with '%s' (%d views): %d images (%d already done) from %s",
-             backend, views, len(image_ids), len(image_ids) - len(todo), images_path)
-    progress = Progress(len(todo), f"describe [{backend}]")
-    for chunk in batched(todo, shard_size):
+    todo = [todo_shard for shard in shards
+            if (todo_shard := [row_of[iid] for iid in shard if any(c not in done for c in view_ids[iid])])]
+    mine = [iid for shard in shards for iid in shard]
+    n_todo = sum(len(chunk) for chunk in todo)
+    log.info("describe with '%s' (%d views): %d images%s (%d already done) from %s", backend, views, len(mine),
+             f" (part {part[0] + 1} of {part[1]})" if part else "", len(mine) - n_todo, images_path)
+    progress = Progress(n_todo, f"describe [{backend}]")
+    for chunk in todo:
         chunk_paths = [paths[i] for i in chunk]
         for p in chunk_paths:
             if not Path(p).is_file():
@@ -115,4 +124,4 @@ def describe_images(
                     rows[name].append(value)
         writer.write(validate_captions(pa.table(rows, schema=CAPTIONS_SCHEMA), where=f"{out_path} (new shard)"))
         progress.update(len(chunk))
-    writer.finish(order=order)
+    writer.finish(order=[c for iid in mine for c in view_ids[iid]], part=part, positions=position if part else None)

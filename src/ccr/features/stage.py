@@ -30,14 +30,13 @@ from ccr.features.store import (
 )
 from ccr.features.texts import TEXT_ENCODERS, TextEncoder, check_langs
 from ccr.io import (
+    Part,
     Progress,
     ShardedWriter,
-    batched,
     fingerprint,
     path_fingerprint,
+    plan_shards,
     read_fingerprint,
-    stamp,
-    write_table_atomic,
 )
 from ccr.keys import encoder_key
 
@@ -66,19 +65,25 @@ def _meta(kind: str, backend: str, params: dict) -> dict[str, Any]:
 
 
 def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out_path: str | os.PathLike,
-                 shard_size: int = 64, hints: dict | None = None) -> None:
-    """Image features for every row of ``images_path`` -> ``out_path`` (image_feature_schema)."""
+                 shard_size: int = 64, hints: dict | None = None, part: Part | None = None) -> None:
+    """Image features for every row of ``images_path`` -> ``out_path`` (image_feature_schema).
+
+    ``part=(i, n)``: only the i-th of n parts of the images (a scattered job; see :func:`ccr.io.gather_parts`).
+    """
     params = dict(params or {})
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     images = read_images(images_path)
     ids = images.column("image_id").to_pylist()
+    position = {k: i for i, k in enumerate(ids)}
     inputs = {"images": read_fingerprint(images_path)}
+    shards = plan_shards(ids, shard_size, part)
+    mine = [k for shard in shards for k in shard]
     if backend == PRECOMPUTED:
-        _select_precomputed(ids, images_path, params, out_path, inputs)
+        _select_precomputed(mine, images_path, params, out_path, inputs, part, position)
         return
     paths = dict(zip(ids, images.column("path").to_pylist(), strict=True))
-    missing = [(i, p) for i, p in paths.items() if not Path(p).is_file()]
+    missing = [(i, paths[i]) for i in mine if not Path(paths[i]).is_file()]
     if missing:  # fail before hours of encoding, naming what is missing
         raise ImageLoadError(
             f"{images_path}: {len(missing)} image file(s) not found, e.g. "
@@ -88,12 +93,14 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
     encoder: ImageEncoder = IMAGE_ENCODERS.create(backend, hints=hints, **params)
     schema = image_feature_schema(encoder.dim, encoder.n_tokens, _meta("image", backend, params))
     fp = fingerprint("embed_images", {"encoder": encoder_key(backend, params)}, inputs)
-    writer = ShardedWriter(out_path, key="image_id", schema=schema, fingerprint=fp)
-    todo = writer.pending(ids)
-    log.info("embed_images %s (%s): %d images, %d to do -> %s", backend, encoder_key(backend, params),
-             len(ids), len(todo), out_path)
-    progress = Progress(len(todo), f"embed_images {backend}")
-    for chunk in batched(todo, shard_size):
+    writer = ShardedWriter(out_path, key="image_id", schema=schema, fingerprint=fp,
+                           resume_key={"shard_size": shard_size, "part": part})
+    todo = writer.pending_shards(shards)
+    n_todo = sum(len(chunk) for chunk in todo)
+    log.info("embed_images %s (%s): %d images%s, %d to do -> %s", backend, encoder_key(backend, params),
+             len(mine), f" (part {part[0] + 1} of {part[1]})" if part else "", n_todo, out_path)
+    progress = Progress(n_todo, f"embed_images {backend}")
+    for chunk in todo:
         pils = [load_image(paths[i], i) for i in chunk]
         pooled, tokens = encoder.encode(pils)
         if pooled.shape != (len(chunk), encoder.dim):
@@ -106,15 +113,16 @@ def embed_images(images_path: str | os.PathLike, backend: str, params: dict, out
             columns["tokens"] = fixed_grid(tokens)
         writer.write(pa.table(columns))
         progress.update(len(chunk))
-    writer.finish(order=ids)
-    log.info("embed_images: wrote %d rows to %s", len(ids), out_path)
+    writer.finish(order=mine, part=part, positions=position if part else None)
+    log.info("embed_images: wrote %d rows to %s", len(mine), out_path)
 
 
 PRECOMPUTED = "precomputed"
 
 
 def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: dict,
-                        out_path: str | os.PathLike, inputs: dict[str, str]) -> None:
+                        out_path: str | os.PathLike, inputs: dict[str, str], part: Part | None,
+                        position: dict[str, int]) -> None:
     """Backend ``precomputed``: features that come with the dataset (image or video-frame features).
 
     ``params.path`` is a feature table (e.g. the one the ``nrccr`` importer writes), a BigFile folder
@@ -152,7 +160,10 @@ def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: 
             raise KeyError(f"{params['path']}: {len(missing)} image_id(s) of {images_path} have no features, "
                            f"e.g. {missing[:3]}")
         table = table.take(pa.array([row_of[i] for i in ids], pa.int64()))
-        write_table_atomic(stamp(table, fp), out_path)
+        writer = ShardedWriter(out_path, key="image_id", schema=table.schema, fingerprint=fp,
+                               resume_key={"part": part})
+        writer.write(table)
+        writer.finish(order=ids, part=part, positions=position if part else None)
     log.info("embed_images: %d precomputed rows from %s -> %s", len(ids), params["path"], out_path)
 
 
@@ -163,11 +174,12 @@ def _role(origin: str) -> str:
 
 def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str | os.PathLike,
                 with_tokens: bool, shard_size: int = 256, hints: dict | None = None,
-                skip_unused_human: bool = False) -> None:
+                skip_unused_human: bool = False, part: Part | None = None) -> None:
     """Text features for every row of the caption tables -> ``out_path`` (text_feature_schema).
 
-    Identical (role, text) pairs are encoded once: pending rows are sorted by (role, text) so
-    repeats fall into the same shard, where they are de-duplicated.
+    Identical (role, text) pairs are encoded once: rows are processed sorted by (role, text) so
+    repeats fall into the same shard, where they are de-duplicated. ``part=(i, n)``: only the i-th
+    of n parts of that order (a scattered job; see :func:`ccr.io.gather_parts`).
 
     ``skip_unused_human``: leave out human captions in languages other than English outside the
     test split. Nothing may read them (training is English + MT only; they are queries only on
@@ -204,13 +216,18 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     fp = fingerprint("embed_texts", {"encoder": encoder_key(backend, params), "with_tokens": with_tokens,
                                      "skip_unused_human": skip_unused_human},
                      {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)})
-    writer = ShardedWriter(out_path, key="caption_id", schema=schema, fingerprint=fp)
-    todo = sorted(writer.pending(ids), key=lambda c: (rows[c][0], rows[c][1], c))
-    n_unique = len({rows[c][:2] for c in todo})
-    log.info("embed_texts %s (%s): %d captions from %d table(s), %d to do (%d distinct texts) -> %s",
-             backend, encoder_key(backend, params), len(ids), len(captions_paths), len(todo), n_unique, out_path)
-    progress = Progress(len(todo), f"embed_texts {backend}")
-    for chunk in batched(todo, shard_size):
+    writer = ShardedWriter(out_path, key="caption_id", schema=schema, fingerprint=fp,
+                           resume_key={"shard_size": shard_size, "part": part})
+    shards = plan_shards(sorted(ids, key=lambda c: (rows[c][0], rows[c][1], c)), shard_size, part)
+    todo = writer.pending_shards(shards)
+    mine = [c for shard in shards for c in shard]
+    n_todo = sum(len(chunk) for chunk in todo)
+    n_unique = len({rows[c][:2] for chunk in todo for c in chunk})
+    log.info("embed_texts %s (%s): %d captions from %d table(s)%s, %d to do (%d distinct texts) -> %s",
+             backend, encoder_key(backend, params), len(mine), len(captions_paths),
+             f" (part {part[0] + 1} of {part[1]})" if part else "", n_todo, n_unique, out_path)
+    progress = Progress(n_todo, f"embed_texts {backend}")
+    for chunk in todo:
         pooled_of: dict[tuple[str, str], int] = {}
         parts = []
         for role in ("query", "passage"):
@@ -246,5 +263,7 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
             columns["tokens"] = ragged_tokens([by_text[rows[c][1]] for c in chunk], token_dim)
         writer.write(pa.table(columns))
         progress.update(len(chunk))
-    writer.finish(order=ids)
-    log.info("embed_texts: wrote %d rows to %s", len(ids), out_path)
+    position = {c: i for i, c in enumerate(ids)}
+    mine_set = set(mine)
+    writer.finish(order=[c for c in ids if c in mine_set], part=part, positions=position if part else None)
+    log.info("embed_texts: wrote %d rows to %s", len(mine), out_path)

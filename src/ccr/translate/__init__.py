@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_captions, validate_captions
-from ccr.io import Progress, ShardedWriter, batched, fingerprint, read_fingerprint, stamp, write_table_atomic
+from ccr.io import Part, Progress, ShardedWriter, fingerprint, plan_shards, read_fingerprint
 from ccr.keys import numeric_params
 from ccr.registry import Registry
 
@@ -91,11 +91,14 @@ def translate_captions(
     out_path: str | os.PathLike,
     shard_size: int = 256,
     hints: dict | None = None,
+    part: Part | None = None,
 ) -> None:
     """Translate the en human train/val captions of ``captions_path`` into ``lang``; write ``out_path``.
 
     Work is done in shards of ``shard_size`` captions (one backend call each) through
     :class:`ccr.io.ShardedWriter`, so a crashed run resumes without losing or repeating rows.
+    ``part=(i, n)``: translate only the i-th of n parts (a scattered job; :func:`ccr.io.gather_parts`
+    joins the parts into the same table as an unscattered run).
     """
     if not lang or lang == "en":
         raise ValueError(f"translate: target language must be a non-English code, got {lang!r}")
@@ -113,18 +116,21 @@ def translate_captions(
         # Backend "none": zero-shot transfer. The output is deliberately an EMPTY captions table,
         # so downstream stages see "no machine translations" rather than a missing file.
         log.info("translate backend '%s': writing an empty table for en->%s (zero-shot)", backend, lang)
-        write_table_atomic(stamp(CAPTIONS_SCHEMA.empty_table(), fp), out_path)
-        return
+        sources = sources.slice(0, 0)
 
     source_ids = sources.column("caption_id").to_pylist()
     out_ids = [f"{cid}#mt-{lang}" for cid in source_ids]
     index = {cid: i for i, cid in enumerate(out_ids)}
-    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp)
-    todo = writer.pending(out_ids)
-    log.info("translate en->%s with '%s': %d captions (%d already done) from %s",
-             lang, backend, len(out_ids), len(out_ids) - len(todo), captions_path)
-    progress = Progress(len(todo), f"translate en->{lang} [{backend}]")
-    for chunk in batched(todo, shard_size):
+    shards = plan_shards(out_ids, shard_size, part)
+    writer = ShardedWriter(out_path, key="caption_id", schema=CAPTIONS_SCHEMA, fingerprint=fp,
+                           resume_key={"shard_size": shard_size, "part": part})
+    todo = writer.pending_shards(shards)
+    mine = [k for shard in shards for k in shard]
+    n_todo = sum(len(chunk) for chunk in todo)
+    log.info("translate en->%s with '%s': %d captions%s (%d already done) from %s", lang, backend, len(mine),
+             f" (part {part[0] + 1} of {part[1]})" if part else "", len(mine) - n_todo, captions_path)
+    progress = Progress(n_todo, f"translate en->{lang} [{backend}]")
+    for chunk in todo:
         rows = sources.take(pa.array([index[k] for k in chunk], pa.int64()))
         texts = rows.column("text").to_pylist()
         out = translator.translate(texts, "en", lang)
@@ -140,4 +146,4 @@ def translate_captions(
         table = validate_captions(_mt_rows(rows, [t.strip() for t in out], lang), where=f"{out_path} (new shard)")
         writer.write(table)
         progress.update(len(chunk))
-    writer.finish(order=out_ids)
+    writer.finish(order=mine, part=part, positions=index if part else None)
