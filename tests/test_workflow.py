@@ -21,7 +21,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 def make_workdir(tmp: Path, config: dict) -> Path:
     """A working directory with the repo's workflow and ``config`` as config/config.yaml."""
     tmp.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "envs"):
+    for name in ("Snakefile", "workflow"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / name)
     (tmp / "config").mkdir(exist_ok=True)
