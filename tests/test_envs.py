@@ -10,7 +10,6 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
 import pytest
-import tomllib
 from envs_catalog import (
     CPU_INDEX,
     ENV_DIR,
@@ -26,7 +25,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+def _read_pyproject() -> dict:
+    import tomllib  # here, not at the top: ruff sorts it as stdlib only for target-version >= py311
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+PYPROJECT = _read_pyproject()
 
 # Pins that differ from the tested venv on purpose, with the reason.
 KNOWN_DIFFERENCES = {
