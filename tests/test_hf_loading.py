@@ -80,7 +80,7 @@ def test_local_model_resolves_folders_and_cached_hub_ids(hub_cache, tmp_path):
 
 
 def test_local_model_offline_and_not_cached_says_what_to_download(hub_cache, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"param 'model' 'Qwen/Qwen2-VL-2B-Instruct'.*hf download Qwen/Qwen2-VL"):
+    with pytest.raises(FileNotFoundError, match=r"param 'model' 'Qwen/Qwen2-VL-2B-Instruct'.*hf download Qwen/Qwen2"):
         local_model("Qwen/Qwen2-VL-2B-Instruct", True, "describe backend 'vllm'")
     # Allowed online: the hub id goes to from_pretrained unchanged (it may download) ...
     assert local_model("Qwen/Qwen2-VL-2B-Instruct", False, "x") == "Qwen/Qwen2-VL-2B-Instruct"

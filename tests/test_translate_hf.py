@@ -180,12 +180,12 @@ def test_t5_never_gets_float16(tmp_path):
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(
-        tmp_path / "t5")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(tmp_path / "t5")
     T5ForConditionalGeneration(T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
                                         decoder_start_token_id=0)).save_pretrained(tmp_path / "t5")
-    t = TRANSLATORS.create("hf-seq2seq", model=str(tmp_path / "t5"), device="cpu", prefix="translate English to French: ",
-                           max_new_tokens=3, num_beams=1)
+    t = TRANSLATORS.create("hf-seq2seq", model=str(tmp_path / "t5"), device="cpu", max_new_tokens=3, num_beams=1,
+                           prefix="translate English to French: ")
     assert t.dtype == torch.float32 and len(t.translate(["a dog"], "en", "fr")) == 1
     # On a GPU: float16 is refused for T5 (activations overflow), auto never picks it.
     with pytest.raises(ValueError, match="float16 is refused for t5"):

@@ -24,6 +24,10 @@ def make_workdir(tmp: Path, config: dict) -> Path:
     for name in ("Snakefile", "workflow"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / name)
+    # The envs moved to workflow/envs; rules that still name them as ../../envs/ resolve through this link
+    # (Snakemake records the env file of every job it runs, conda or not).
+    if any("../../envs/" in smk.read_text() for smk in (tmp / "workflow" / "rules").glob("*.smk")):
+        (tmp / "envs").symlink_to(tmp / "workflow" / "envs", target_is_directory=True)
     (tmp / "config").mkdir(exist_ok=True)
     (tmp / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp

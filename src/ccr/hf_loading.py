@@ -124,11 +124,22 @@ def local_model(model: str, local_files_only: bool, what: str) -> str:
     return str(folder)
 
 
-def read_config(folder: str) -> dict[str, Any]:
-    """A local model folder's ``config.json`` (empty when there is none)."""
+def read_config(model: str, local_files_only: bool = True) -> dict[str, Any]:
+    """The model's ``config.json`` as a dict: read from the folder, or (a hub id allowed online) via ``AutoConfig``.
+
+    Empty when there is none, so callers treat an unknown model type as "no special handling".
+    """
     import json
 
-    path = Path(folder) / "config.json"
-    if not path.is_file():
+    path = Path(model) / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if Path(model).is_dir():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model, local_files_only=local_files_only).to_dict()
+    except (OSError, ValueError) as err:
+        log.warning("cannot read the config of %s (%s); no model-specific settings applied", model, err)
+        return {}

@@ -53,7 +53,7 @@ def torchvision_hint() -> str:
 
 
 def load_processor(folder: str, model: str, what: str, local_files_only: bool, trust_remote_code: bool = False) -> Any:
-    """``AutoProcessor`` of ``folder``; a processor that needs a missing or broken torchvision is a clear ImportError."""
+    """``AutoProcessor`` of ``folder``; one that needs a missing or broken torchvision is a clear ImportError."""
     from transformers import AutoProcessor
 
     try:
@@ -93,7 +93,8 @@ class HFVLMDescriber:
         self.max_tokens, self.batch_size = max_tokens, batch_size
         self.device = resolve_device(device)
         folder = local_model(model, local_files_only, WHAT)
-        self.dtype = resolve_dtype(dtype, self.device, f"{WHAT} (model '{model}')", read_config(folder).get("model_type"))
+        model_type = read_config(folder, local_files_only).get("model_type")
+        self.dtype = resolve_dtype(dtype, self.device, f"{WHAT} (model '{model}')", model_type)
         # The processor first: a missing torchvision fails here, before gigabytes of weights are read.
         self.processor = load_processor(folder, model, WHAT, local_files_only)
         try:

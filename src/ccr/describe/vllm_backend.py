@@ -104,7 +104,8 @@ class VLLMDescriber:
         processor = load_processor(folder, model, WHAT, local_files_only, trust_remote_code)
         self.rendered = [build_prompt(processor, p) for p in self.prompts]
         kwargs: dict[str, Any] = {"limit_mm_per_prompt": {"image": 1}}
-        unit = qwen_vl_unit(read_config(folder))
+        config = read_config(folder, local_files_only)
+        unit = qwen_vl_unit(config)
         if unit is not None:
             pixels = qwen_vl_max_pixels(max_model_len, max_tokens, _prompt_tokens(processor, self.rendered), unit,
                                         max_pixels)
@@ -112,7 +113,7 @@ class VLLMDescriber:
             log.info("vllm: Qwen-VL images capped at max_pixels=%d (%d image tokens)", pixels, pixels // unit ** 2)
         elif max_pixels is not None:
             raise ValueError(f"{WHAT}: param 'max_pixels' applies to Qwen-VL models only; model '{model}' is "
-                             f"{read_config(folder).get('model_type')!r} (use 'extra: {{mm_processor_kwargs: ...}}')")
+                             f"{config.get('model_type')!r} (use 'extra: {{mm_processor_kwargs: ...}}')")
         kwargs.update(extra or {})
         self.batch_size = batch_size
         self.llm = vllm.LLM(model=folder, tensor_parallel_size=tensor_parallel_size,

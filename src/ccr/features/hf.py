@@ -146,7 +146,8 @@ class HFTextEncoder:
         self.device, self.dtype = _device_dtype(device, dtype, what)
         folder = local_model(model, local_files_only, what)
         self.tokenizer = _load(AutoTokenizer, folder, what, local_files_only=local_files_only)
-        self.model = _load(AutoModel, folder, what, **load_kwargs(str(self.device), self.dtype, local_files_only)).eval()
+        weights = load_kwargs(str(self.device), self.dtype, local_files_only)
+        self.model = _load(AutoModel, folder, what, **weights).eval()
         self.prefix = {"query": query_prefix, "passage": passage_prefix}
         self.pooling, self.max_length, self.max_tokens = pooling, int(max_length), int(max_tokens)
         self.batch_size = int(batch_size)

@@ -115,7 +115,7 @@ class HFSeq2SeqTranslator:
         self.prefix = prefix
         self.pairs = set(pairs) if pairs is not None else None
         folder = local_model(model, local_files_only, WHAT)
-        model_type = read_config(folder).get("model_type")
+        model_type = read_config(folder, local_files_only).get("model_type")
         self.dtype = resolve_dtype(dtype, self.device, f"{WHAT} (model '{model}')", model_type)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only)
