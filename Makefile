@@ -8,16 +8,17 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
 
-.PHONY: run test setup apt lint ablation bench-m30k bench-features clean
+.PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-features clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch is pinned first: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
+# `cpu` brings faiss-cpu (a GPU node uses `gpu` instead, never both: see pyproject.toml).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[workflow,dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,workflow,dev]"
 	touch $@
 
 setup: $(VENV)/.installed apt
@@ -45,6 +46,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# Resolve every GPU env (workflow/envs/*-gpu.yaml, describe-vllm.yaml) and the gpu/vllm extras against the
+# package registry with `pip install --dry-run` (a few minutes; skipped when the registry is unreachable).
+test-resolve: setup
+	$(BIN)/python -m pytest -q -m resolve -n 2 --dist load tests/test_envs_resolve.py
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench

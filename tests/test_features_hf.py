@@ -9,6 +9,7 @@ from PIL import Image
 
 pytest.importorskip("transformers", reason="transformers not installed")
 pytest.importorskip("tokenizers", reason="tokenizers not installed")
+pytest.importorskip("accelerate", reason="models are loaded with device_map, which needs accelerate")
 
 from ccr.data.tables import CAPTIONS_SCHEMA, IMAGES_SCHEMA  # noqa: E402
 from ccr.features import IMAGE_ENCODERS, TEXT_ENCODERS, embed_images, embed_texts, read_features  # noqa: E402
@@ -36,6 +37,30 @@ def clip_dirs(tmp_path_factory):
     proc.save_pretrained(root / "vision")
     full = CLIPModel(CLIPConfig(text_config=TINY, vision_config={"image_size": 32, "patch_size": 8, **TINY},
                                 projection_dim=16))
+    full.save_pretrained(root / "full")
+    proc.save_pretrained(root / "full")
+    return root
+
+
+@pytest.fixture(scope="module")
+def siglip2_dirs(tmp_path_factory):
+    """Tiny random SigLIP2 NaFlex checkpoints: a vision tower and a full model. Their configs have no image_size."""
+    import torch
+    from transformers import Siglip2Config, Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
+
+    try:
+        from transformers import Siglip2ImageProcessorPil as Processor  # no torchvision needed
+    except ImportError:  # older transformers: one processor class
+        from transformers import Siglip2ImageProcessor as Processor
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("siglip2")
+    # 8x8 patches, at most 20 per image: a 4x4 grid (16 tokens) once images are resized to 32x32 squares.
+    proc = Processor(patch_size=8, max_num_patches=20)
+    vision_cfg = {"num_patches": 16, "patch_size": 8, **TINY}
+    Siglip2VisionModel(Siglip2VisionConfig(**vision_cfg)).save_pretrained(root / "vision")
+    proc.save_pretrained(root / "vision")
+    full = Siglip2Model(Siglip2Config(text_config={**TINY, "vocab_size": 64}, vision_config=vision_cfg))
     full.save_pretrained(root / "full")
     proc.save_pretrained(root / "full")
     return root
@@ -88,6 +113,32 @@ def test_hf_clip_full_model_with_projection(clip_dirs):
     assert plain.dim == 32
     with pytest.raises(ValueError, match="visual_projection"):
         IMAGE_ENCODERS.create("hf-clip", model=str(clip_dirs / "vision"), device="cpu", projection=True)
+
+
+@pytest.mark.parametrize("which", ["vision", "full"])
+def test_hf_clip_siglip2_naflex(siglip2_dirs, which):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(siglip2_dirs / which)
+    assert getattr(getattr(cfg, "vision_config", cfg), "image_size", None) is None  # what broke hf-clip before
+    enc = IMAGE_ENCODERS.create("hf-clip", model=str(siglip2_dirs / which), device="cpu", batch_size=2)
+    assert enc.dim == 32 and enc.n_tokens == 16
+    images = [*_images(2), Image.new("RGB", (90, 20), (10, 200, 30))]  # very wide: still 16 real patches
+    pooled, tokens = enc.encode(images)
+    assert pooled.shape == (3, 32) and tokens.shape == (3, 16, 32)
+    assert np.isfinite(pooled).all() and np.isfinite(tokens).all()
+    assert not np.allclose(tokens[0], tokens[2])
+    np.testing.assert_allclose(enc.encode(images[1:2])[0][0], pooled[1], rtol=1e-4, atol=1e-5)  # batching
+
+
+def test_hf_clip_offline_hub_id_not_cached(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="hf download google/siglip2-base-patch16-naflex"):
+        IMAGE_ENCODERS.create("hf-clip", model="google/siglip2-base-patch16-naflex", device="cpu")
+    with pytest.raises(FileNotFoundError, match="hf download intfloat/multilingual-e5-base"):
+        TEXT_ENCODERS.create("hf-text", model="intfloat/multilingual-e5-base", device="cpu")
 
 
 def test_hf_clip_missing_model_is_clear(tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # Settings that change speed or placement but not the numbers a backend produces: left out of keys.
-RUNTIME_PARAMS = frozenset({"batch_size", "threads", "num_threads", "device", "shard_size"})
+RUNTIME_PARAMS = frozenset({"batch_size", "threads", "num_threads", "device", "shard_size", "local_files_only"})
 
 
 def canonical(value: Any) -> Any:

@@ -21,7 +21,11 @@ from snakemake.utils import validate
 SRC_DIR = Path(workflow.current_basedir).parents[1] / "src"
 if SRC_DIR.is_dir():
     sys.path.insert(0, str(SRC_DIR))
+    # where the rules' conda envs install the library from (workflow/envs/*.post-deploy.sh), also
+    # when the workflow is used as a module from another folder
+    os.environ.setdefault("CCR_SOURCE", str(SRC_DIR.parent))
 
+from ccr import jobs
 from ccr.keys import backend_key, canonical, encoder_key, stable_hash
 from ccr.params import resolve_student_params, resolve_teacher_params
 
@@ -363,35 +367,24 @@ def part_of(wildcards) -> str:
 
 # ---- resources ---------------------------------------------------------------------------------
 
-# What one job of a GPU backend asks for by default (the README's GPU table says the same); the
-# offline backends never ask for a GPU. `resources.stages.<rule>` overrides any of these.
-GPU_BACKENDS = {
-    "vllm": {"gpu": 1, "mem_mb": 32000},
-    "hf-vlm": {"gpu": 1, "mem_mb": 32000},
-    "hf-seq2seq": {"gpu": 1, "mem_mb": 16000},
-    "hf-clip": {"gpu": 1, "mem_mb": 16000},
-    "hf-text": {"gpu": 1, "mem_mb": 16000},
-}
-
 
 def job_resource(rule: str, key: str, spec: dict | None = None, default=None):
-    """A rule's resource: ``resources.stages.<rule>.<key>``, else what its backend needs (a GPU
-    backend asks for ``resources.gpu`` GPUs and at least its memory), else the config-wide value.
-    """
-    override = RES["stages"].get(rule, {})
-    if key in override:
-        return override[key]
-    wants_gpu = (
-        spec is not None
-        and spec["backend"] in GPU_BACKENDS
-        and spec["params"].get("device") != "cpu"
-    )
-    if key == "gpu":
-        return RES["gpu"] if wants_gpu else 0
-    value = RES[key] if default is None else default
-    if wants_gpu and key in GPU_BACKENDS[spec["backend"]]:
-        return max(value, GPU_BACKENDS[spec["backend"]][key])
-    return value
+    """A rule's resource, by its backend and the config (see ccr.jobs.job_resource)."""
+    return jobs.job_resource(RES, rule, key, spec, default)
+
+
+def conda_env(family: str, spec: dict | None = None, gpus: int = 0) -> str:
+    """The rule's conda env: its family's CPU env or GPU variant (see ccr.jobs.conda_env)."""
+    return jobs.conda_env(family, spec, gpus)
+
+
+def translate_conda_env(wildcards) -> str:
+    return conda_env("translate", TRANSLATIONS[(wildcards.code, wildcards.trkey)])
+
+
+def train_conda_env(rule: str, params_of):
+    gpus = train_gpus(rule, params_of)
+    return lambda wildcards: conda_env("train", gpus=gpus(wildcards))
 
 
 def translate_resource(key: str, default=None):

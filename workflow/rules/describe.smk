@@ -11,7 +11,7 @@ rule describe_images:
     benchmark:
         f"benchmarks/{DS}/describe_images/{DESC_KEY}{part_tag('describe')}.tsv"
     conda:
-        "../envs/describe.yaml"
+        conda_env("describe", DESCRIBE)
     threads: job_resource("describe_images", "threads")
     resources:
         mem_mb=job_resource("describe_images", "mem_mb", DESCRIBE),

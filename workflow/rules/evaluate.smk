@@ -14,10 +14,11 @@ rule evaluate:
     benchmark:
         f"benchmarks/{DS}/evaluate/{{ekey}}.tsv"
     conda:
-        "../envs/evaluate.yaml"
+        conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
     threads: 1
     resources:
         mem_mb=4000,
+        gpu=job_resource("evaluate", "gpu"),
     params:
         spec=evaluate_params,
     script:

@@ -11,7 +11,7 @@ rule embed_images:
     benchmark:
         f"benchmarks/{DS}/embed_images/{IMAGE_KEY}{part_tag('embed_images')}.tsv"
     conda:
-        "../envs/features.yaml"
+        conda_env("features", IMAGE_ENC)
     threads: job_resource("embed_images", "threads")
     resources:
         mem_mb=job_resource("embed_images", "mem_mb", IMAGE_ENC),
@@ -34,7 +34,7 @@ rule embed_texts:
     benchmark:
         f"benchmarks/{DS}/embed_texts/{TEXT_KEY}.{{source}}{part_tag('embed_texts')}.tsv"
     conda:
-        "../envs/features.yaml"
+        conda_env("features", TEXT_ENC)
     threads: job_resource("embed_texts", "threads")
     resources:
         mem_mb=job_resource("embed_texts", "mem_mb", TEXT_ENC),

@@ -15,7 +15,7 @@ rule train_teacher:
     benchmark:
         f"benchmarks/{DS}/train_teacher/{{trainset}}.{{tkey}}.seed{{seed}}.tsv"
     conda:
-        "../envs/train.yaml"
+        train_conda_env("train_teacher", teacher_params)
     threads: job_resource("train_teacher", "threads")
     resources:
         mem_mb=job_resource("train_teacher", "mem_mb"),
@@ -39,7 +39,7 @@ rule train_student:
     benchmark:
         f"benchmarks/{DS}/train_student/{{trainset}}.{{skey}}.seed{{seed}}.tsv"
     conda:
-        "../envs/train.yaml"
+        train_conda_env("train_student", student_params)
     threads: job_resource("train_student", "threads")
     resources:
         mem_mb=job_resource("train_student", "mem_mb"),

@@ -11,7 +11,7 @@ rule translate_captions:
     benchmark:
         f"benchmarks/{DS}/translate_captions/{{code}}.{{trkey}}{part_tag('translate')}.tsv"
     conda:
-        "../envs/translate.yaml"
+        translate_conda_env
     threads: 1
     resources:
         mem_mb=translate_resource("mem_mb", 4000),

@@ -1,35 +1,30 @@
-"""transformers backends (GPU runs): CLIP/SigLIP vision towers and multilingual text encoders.
+"""transformers backends (GPU runs): CLIP/SigLIP/SigLIP2 vision towers and multilingual text encoders.
 
 Imported only when the config picks ``hf-clip`` or ``hf-text``.  ``model`` is a local folder or a hub
-id already in the local cache: nothing is downloaded here when the machine is offline.
+id already in the local cache: with ``local_files_only`` (default) nothing is downloaded and a model that
+is not there is an error saying what to pre-fetch (``ccr.hf_loading.local_model``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ccr.hf_loading import load_kwargs, local_model, resolve_device, resolve_dtype
 from ccr.io import batched
 
 log = logging.getLogger("ccr.features")
-
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _device_dtype(device: str, dtype: str, what: str) -> tuple[Any, Any]:
     import torch
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"{what}: param 'dtype' must be one of {_DTYPES}, got {dtype!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = getattr(torch, dtype)
-    if device == "cpu" and torch_dtype == torch.float16:
-        raise ValueError(f"{what}: dtype float16 needs a GPU (device resolved to cpu)")
-    return torch.device(device), torch_dtype
+    device = resolve_device(device)
+    return torch.device(device), resolve_dtype(dtype, device, what)
 
 
 def _load(loader: Any, model: str, what: str, **kwargs: Any) -> Any:
@@ -40,16 +35,22 @@ def _load(loader: Any, model: str, what: str, **kwargs: Any) -> Any:
 
 
 class HFVisionEncoder:
-    """CLIP / SigLIP vision tower.
+    """CLIP / SigLIP / SigLIP2 vision tower.
 
-    pooled = the model's pooler output (CLIP: post-layernormed CLS; SigLIP: attention-pool head);
+    pooled = the model's pooler output (CLIP: post-layernormed CLS; SigLIP/SigLIP2: attention-pool head);
     tokens = the last hidden patch states (CLS dropped).  With ``projection=True`` and a checkpoint
     that has a ``visual_projection`` (full CLIP models), both go through it (tokens after the same
     post-layernorm as CLS), so pooled and tokens share the joint image-text space.
+
+    SigLIP2 NaFlex checkpoints (``google/siglip2-*-naflex``) have no fixed ``image_size``: their processor
+    cuts each image into at most ``max_num_patches`` patches at its own aspect ratio, padded to that length.
+    The feature store needs the same token count for every image, so each image is resized (whole, no crop,
+    like the offline encoder) to a square of ``isqrt(max_num_patches)`` patches a side: every patch is real
+    and ``n_tokens = isqrt(max_num_patches)**2`` (256 for the released checkpoints).
     """
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "float32", batch_size: int = 32,
-                 projection: bool = False, threads: int | None = None):
+                 projection: bool = False, threads: int | None = None, local_files_only: bool = True):
         import torch
         from transformers import AutoImageProcessor, AutoModel
 
@@ -57,8 +58,9 @@ class HFVisionEncoder:
         if threads:
             torch.set_num_threads(int(threads))
         self.device, self.dtype = _device_dtype(device, dtype, what)
-        self.processor = _load(AutoImageProcessor, model, what)
-        full = _load(AutoModel, model, what).to(device=self.device, dtype=self.dtype).eval()
+        folder = local_model(model, local_files_only, what)
+        self.processor = _load(AutoImageProcessor, folder, what, local_files_only=local_files_only)
+        full = _load(AutoModel, folder, what, **load_kwargs(str(self.device), self.dtype, local_files_only)).eval()
         # Full CLIPModel / SiglipModel: use the vision tower; a vision-only checkpoint is the tower.
         self.vision = getattr(full, "vision_model", full)
         self.proj = getattr(full, "visual_projection", None) if projection else None
@@ -66,8 +68,20 @@ class HFVisionEncoder:
             raise ValueError(f"{what}: projection=True but the checkpoint has no visual_projection")
         self.post_ln = getattr(self.vision, "post_layernorm", None)
         vcfg = getattr(full.config, "vision_config", full.config)
-        side = vcfg.image_size // vcfg.patch_size
-        self.n_tokens = side * side
+        self.square: int | None = None  # NaFlex: side in pixels every image is resized to
+        self.proc_kwargs: dict[str, Any] = {}
+        if getattr(vcfg, "image_size", None):
+            side = vcfg.image_size // vcfg.patch_size
+            self.n_tokens = side * side
+        else:
+            max_patches = getattr(self.processor, "max_num_patches", None) or getattr(vcfg, "num_patches", None)
+            if not max_patches:
+                raise ValueError(f"{what}: the vision config has neither 'image_size' nor 'num_patches' (and the "
+                                 f"image processor no 'max_num_patches'): cannot tell the number of patch tokens")
+            grid = math.isqrt(int(max_patches))
+            self.n_tokens = grid * grid
+            self.square = grid * int(vcfg.patch_size)
+            self.proc_kwargs = {"max_num_patches": self.n_tokens}
         self.dim = int(self.proj.out_features if self.proj is not None else vcfg.hidden_size)
         self.batch_size = int(batch_size)
         self.torch = torch
@@ -77,8 +91,19 @@ class HFVisionEncoder:
         pooled_out, token_out = [], []
         with torch.no_grad():
             for chunk in batched(images, self.batch_size):
-                pixels = self.processor(images=[im.convert("RGB") for im in chunk], return_tensors="pt")["pixel_values"]
-                out = self.vision(pixel_values=pixels.to(self.device, self.dtype))
+                rgb = [im.convert("RGB") for im in chunk]
+                if self.square is not None:
+                    rgb = [im.resize((self.square, self.square), Image.BICUBIC) for im in rgb]
+                batch = self.processor(images=rgb, return_tensors="pt", **self.proc_kwargs)
+                inputs = {"pixel_values": batch["pixel_values"].to(self.device, self.dtype)}
+                for key in ("pixel_attention_mask", "spatial_shapes"):  # SigLIP2 NaFlex
+                    if key in batch:
+                        inputs[key] = batch[key].to(self.device)
+                mask = batch.get("pixel_attention_mask")
+                if mask is not None and not bool(mask.all()):
+                    raise RuntimeError(f"hf-clip: {int((mask == 0).sum())} padding patches after resizing to a "
+                                       f"{self.square}px square; expected {self.n_tokens} real patches per image")
+                out = self.vision(**inputs)
                 hidden = out.last_hidden_state
                 tokens = hidden[:, -self.n_tokens:, :] if hidden.shape[1] == self.n_tokens + 1 else hidden
                 if tokens.shape[1] != self.n_tokens:
@@ -106,7 +131,8 @@ class HFTextEncoder:
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "float32", batch_size: int = 64,
                  query_prefix: str = "", passage_prefix: str = "", pooling: str = "mean",
-                 max_length: int = 128, max_tokens: int = 16, threads: int | None = None):
+                 max_length: int = 128, max_tokens: int = 16, threads: int | None = None,
+                 local_files_only: bool = True):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -118,8 +144,10 @@ class HFTextEncoder:
         if threads:
             torch.set_num_threads(int(threads))
         self.device, self.dtype = _device_dtype(device, dtype, what)
-        self.tokenizer = _load(AutoTokenizer, model, what)
-        self.model = _load(AutoModel, model, what).to(device=self.device, dtype=self.dtype).eval()
+        folder = local_model(model, local_files_only, what)
+        self.tokenizer = _load(AutoTokenizer, folder, what, local_files_only=local_files_only)
+        weights = load_kwargs(str(self.device), self.dtype, local_files_only)
+        self.model = _load(AutoModel, folder, what, **weights).eval()
         self.prefix = {"query": query_prefix, "passage": passage_prefix}
         self.pooling, self.max_length, self.max_tokens = pooling, int(max_length), int(max_tokens)
         self.batch_size = int(batch_size)
