@@ -101,9 +101,11 @@ def test_a_failing_slurm_job_fails_the_workflow_and_names_its_log(cluster, tiny_
     proc, log = run_on_slurm(workdir)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    failed = re.search(r"Error in rule (describe_images|embed_images):(?:.*\n)*?\s+log: (\S+)", out)
+    failed = re.search(r"Error in rule (describe_images|embed_images):(?:.*\n)*?\s+log: ([^,\s]+), (\S+slurm_logs\S+)",
+                       out)
     assert failed, out[-6000:]
     assert "has been submitted with SLURM jobid" in log
     job_log = workdir / failed.group(2)
     assert job_log.is_file() and bad.name in job_log.read_text()  # the rule's log names the bad file
+    assert Path(failed.group(3)).is_file()  # and so does the SLURM job's own log
     assert not list((workdir / "results").rglob("descriptions/*.parquet"))  # nothing that looks complete

@@ -1,7 +1,7 @@
 """A real single-node SLURM cluster for the tests (Debian slurm-wlm + munge), started as root.
 
-No accounting daemon: finished jobs stay visible to squeue for MinJobAge seconds, which is what the
-profile's `slurm-status-command: squeue` needs. Two partitions on the one node, `cpu` (default) and
+No accounting daemon: finished jobs stay visible to squeue for MinJobAge seconds (an hour here, so a
+test can list every job it ran), which is what the profile's `slurm-status-command: squeue` needs. Two partitions on the one node, `cpu` (default) and
 `gpu` (no GPUs here), so the profile's partition routing has somewhere to route to.
 """
 
@@ -58,7 +58,7 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 NodeName={host} CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
@@ -76,8 +76,8 @@ def start() -> str:
     """Start munge, slurmctld and slurmd (or reuse a running cluster); return the node name."""
     host = socket.gethostname().split(".")[0]
     install()
-    if CONF.exists() and "tests/support/slurm_cluster.py" in CONF.read_text() and _idle():
-        return host
+    if CONF.exists() and CONF.read_text() == _config(host) and _idle():
+        return host  # our cluster, already running
     if os.geteuid() != 0:
         raise ClusterUnavailable("starting slurmctld/slurmd needs root")
     for folder in ("/var/spool/slurmctld", "/var/spool/slurmd", "/var/log/slurm"):
