@@ -103,7 +103,7 @@ def test_defaults_and_derived_ivf_params():
     p = index_params("ivf", n=1_000_000)
     assert p["nlist"] == 1000 and p["train_size"] == 64_000 and p["nprobe"] == 16
     assert index_params("ivf", n=100)["nlist"] == 2  # at least 39 points per list
-    assert index_params("hnsw") == {"M": 32, "efConstruction": 80, "efSearch": 64}
+    assert index_params("hnsw") == {"M": 32, "efConstruction": 40, "efSearch": 64}
     assert index_params("exact") == {}
 
 
