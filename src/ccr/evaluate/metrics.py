@@ -46,8 +46,8 @@ _GPU_MAX_K = 2048
 # Bytes of float32 scores materialised at once (one block of ranked rows x candidate columns).
 SCORE_BLOCK_BYTES = 256 * 2**20
 # A float32 row counts as normalised when | ||x|| - 1 | <= this.  l2_normalise's output is within 2e-7
-# of 1 (measured for d = 8..4096); 1e-6 is below the rounding of a float32 dot product at d ~ 512, so
-# using such rows as they are changes no score by more than its own rounding.  Dividing them again
+# of 1 (measured for d = 8..4096); 1e-6 is about the rounding error of a float32 dot product at d ~ 512,
+# so using such rows as they are moves no score by more than its own rounding does.  Dividing them again
 # would not be a no-op: it moves about a third of the elements by one ulp.
 UNIT_NORM_TOL = 1e-6
 # Rows per pass when checking / normalising embeddings: bounds the temporaries to rows x dim floats.
