@@ -72,10 +72,12 @@ class LoadMeter:
         self.load_1min = round(os.getloadavg()[0], 2)
         self.busy, self.own = cpu_jiffies()
 
-    def others_share(self, seconds: float) -> float:
+    def stop(self, seconds: float) -> tuple[float, float]:
+        """(CPU share of other processes over the ``seconds`` since start, CPU seconds this process used)."""
         busy, own = cpu_jiffies()
         hz, ncpu = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
-        return round(max(0.0, (busy - self.busy) - (own - self.own)) / hz / (max(seconds, 1e-9) * ncpu), 3)
+        others = max(0.0, (busy - self.busy) - (own - self.own)) / hz / (max(seconds, 1e-9) * ncpu)
+        return round(others, 3), round((own - self.own) / hz, 2)
 
 
 def median(xs: list[float]) -> float:

@@ -168,7 +168,7 @@ def run_kind(args: argparse.Namespace) -> dict:
                     "default_search": {knob: params[knob], "recall_at_10": _recall(ids_default, truth["held_out"]),
                                        "qps": qps_default}})
     wall = time.perf_counter() - wall0
-    out["others_cpu_share"], out["load_1min_at_start"] = meter.others_share(wall), meter.load_1min
+    (out["others_cpu_share"], out["cpu_s"]), out["load_1min_at_start"] = meter.stop(wall), meter.load_1min
     return out
 
 
