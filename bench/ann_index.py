@@ -51,24 +51,33 @@ TUNING, HELD_OUT = 1, 2  # query streams
 DEFAULT_RUNS = ("clustered:ivf", "clustered:hnsw", "isotropic:ivf")
 
 
-class Synthetic:
-    """Gallery / query blocks that depend only on (seed, stream, block): every child regenerates the same data."""
+class BenchData:
+    """Gallery blocks and query sets; synthetic blocks depend only on (seed, stream, block), so every
+    child regenerates the same data.  ``real``: rows of a .npy, 2 x ``queries`` random rows held out as queries."""
 
-    def __init__(self, structure: str, dim: int, seed: int, clusters: int, latent: int, spread: float,
-                 noise_energy: float):
+    def __init__(self, args: argparse.Namespace, structure: str):
         import numpy as np
 
-        self.np, self.structure, self.dim, self.seed = np, structure, dim, seed
-        if structure == "clustered":
-            rng = np.random.default_rng([seed, 0])
-            basis, _ = np.linalg.qr(rng.standard_normal((dim, latent)))
+        self.np, self.structure, self.seed, self.nq = np, structure, args.seed, args.queries
+        self.dim, self.n = args.dim, args.n
+        if structure == "real":
+            self.rows = np.load(args.real_npy, mmap_mode="r")
+            self.dim = self.rows.shape[1]
+            perm = np.random.default_rng([args.seed, 7]).permutation(len(self.rows))
+            self.query_rows = {TUNING: np.sort(perm[:self.nq]), HELD_OUT: np.sort(perm[self.nq:2 * self.nq])}
+            self.gallery_rows = np.sort(perm[2 * self.nq:])
+            self.n = len(self.gallery_rows)
+        elif structure == "clustered":
+            latent, spread, energy = args.latent, args.spread, args.noise_energy
+            rng = np.random.default_rng([args.seed, 0])
+            basis, _ = np.linalg.qr(rng.standard_normal((self.dim, latent)))
             self.basis = basis.T.astype(np.float32)  # (latent, dim), orthonormal rows
-            self.centres = rng.standard_normal((clusters, latent)).astype(np.float32)
+            self.centres = rng.standard_normal((args.clusters, latent)).astype(np.float32)
             self.spread = np.float32(spread)
-            # isotropic noise with noise_energy of the total energy: latent * (1 + spread^2) in the subspace
-            self.noise_std = np.float32(np.sqrt(noise_energy * latent * (1 + spread**2) / (dim * (1 - noise_energy))))
+            # isotropic noise with `energy` of the total energy: latent * (1 + spread^2) in the subspace
+            self.noise_std = np.float32(np.sqrt(energy * latent * (1 + spread**2) / (self.dim * (1 - energy))))
 
-    def block(self, stream: int, index: int, rows: int):
+    def _synthetic(self, stream: int, index: int, rows: int):
         from ccr.evaluate.metrics import l2_normalise
 
         np = self.np
@@ -82,6 +91,28 @@ class Synthetic:
         noise *= self.noise_std  # in place: one block-sized temporary, not two
         x += noise
         return l2_normalise(x, copy=False)
+
+    def gallery_block(self, index: int):
+        from ccr.evaluate.metrics import l2_normalise
+
+        rows = min(BLOCK, self.n - index * BLOCK)
+        if self.structure == "real":
+            return l2_normalise(self.rows[self.gallery_rows[index * BLOCK: index * BLOCK + rows]], copy=False)
+        return self._synthetic(0, index, rows)
+
+    def queries(self, stream: int):
+        from ccr.evaluate.metrics import l2_normalise
+
+        if self.structure == "real":
+            return l2_normalise(self.rows[self.query_rows[stream]], copy=False)
+        return self._synthetic(stream, 0, self.nq)
+
+
+def _lid_mle(scores) -> float:
+    """Median over queries of the Levina-Bickel MLE of local intrinsic dimension from the k-NN distances."""
+    np = __import__("numpy")
+    d = np.sqrt(np.maximum(2.0 - 2.0 * scores.astype(np.float64), 1e-12))  # unit vectors: L2 from cosine
+    return round(float(np.median(-1.0 / np.mean(np.log(d[:, :-1] / d[:, -1:]), axis=1))), 1)
 
 
 def _recall(found, truth) -> float:
@@ -107,18 +138,18 @@ def run_kind(args: argparse.Namespace) -> dict:
 
     faiss.omp_set_num_threads(args.threads)
     kind, structure = args.child_kind, args.child_structure
-    gen = Synthetic(structure, args.dim, args.seed, args.clusters, args.latent, args.spread, args.noise_energy)
-    queries = {s: gen.block(s, 0, args.queries) for s in (TUNING, HELD_OUT)}
-    params = index_params(kind, json.loads(args.params) if args.params else None, args.n)
+    data = BenchData(args, structure)
+    queries = {s: data.queries(s) for s in (TUNING, HELD_OUT)}
+    params = index_params(kind, json.loads(args.params) if args.params else None, data.n)
 
     meter, wall0 = LoadMeter(), time.perf_counter()
     gen_s = build_s = 0.0
-    n_blocks = -(-args.n // BLOCK)
+    n_blocks = -(-data.n // BLOCK)
     first_rows = params.get("train_size", 1)  # an IVF index trains on a random sample of its first rows
     first: list = []
     while sum(len(x) for x in first) < first_rows or not first:
         t = time.perf_counter()
-        first.append(gen.block(0, len(first), min(BLOCK, args.n - len(first) * BLOCK)))
+        first.append(data.gallery_block(len(first)))
         gen_s += time.perf_counter() - t
     n_first = len(first)
     t = time.perf_counter()
@@ -127,14 +158,14 @@ def run_kind(args: argparse.Namespace) -> dict:
     del first
     for b in range(n_first, n_blocks):
         t = time.perf_counter()
-        block = gen.block(0, b, min(BLOCK, args.n - b * BLOCK))
+        block = data.gallery_block(b)
         gen_s += time.perf_counter() - t
         t = time.perf_counter()
         add(index, block)
         build_s += time.perf_counter() - t
-    assert index.ntotal == args.n
+    assert index.ntotal == data.n
 
-    out: dict = {"structure": structure, "kind": kind, "params": params, "n": args.n, "dim": args.dim,
+    out: dict = {"structure": structure, "kind": kind, "params": params, "n": data.n, "dim": data.dim,
                  "threads": args.threads, "faiss_omp_threads": faiss.omp_get_max_threads(),
                  "generate_s": round(gen_s, 1), "build_s": round(build_s, 1)}
     truth_path = Path(args.truth_dir) / f"{structure}.npz"
@@ -145,11 +176,11 @@ def run_kind(args: argparse.Namespace) -> dict:
             scores, found[s] = search(index, q, K)
             out[f"{'tuning' if s == TUNING else 'held_out'}_qps"] = round(len(q) / (time.perf_counter() - t), 1)
         np.savez(truth_path, tuning=found[TUNING], held_out=found[HELD_OUT])
-        sample = gen.block(0, 0, min(BLOCK, args.n))
-        pair = queries[HELD_OUT] @ sample.T
+        pair = queries[HELD_OUT] @ data.gallery_block(0).T
         out["data_stats"] = {  # how hard the neighbourhoods are, from the exact held-out results
             "nn1_cos_mean": round(float(scores[:, 0].mean()), 4), "nn10_cos_mean": round(float(scores[:, -1].mean()), 4),
-            "random_pair_cos_mean": round(float(pair.mean()), 4), "random_pair_cos_std": round(float(pair.std()), 4)}
+            "random_pair_cos_mean": round(float(pair.mean()), 4), "random_pair_cos_std": round(float(pair.std()), 4),
+            "lid_mle_k10": _lid_mle(scores)}
         out["qps"], out["recall_at_10"] = out["held_out_qps"], 1.0
     else:
         truth = np.load(truth_path)
@@ -178,8 +209,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="queries per set (tuning and held-out)")
     ap.add_argument("--dim", type=int, help="embedding size (default: the student's, from TrainParams defaults)")
     ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="STRUCTURE:KIND",
-                    help="data structure (clustered|isotropic) and approximate kind (ivf|hnsw) pairs; "
-                         "exact runs first for each structure")
+                    help="data (clustered|isotropic|real) and approximate kind (ivf|hnsw) pairs; "
+                         "exact runs first for each data set")
+    ap.add_argument("--real-npy", help="embeddings (rows, d) for the 'real' data, e.g. from bench/embed_captions.py")
     ap.add_argument("--ivf-params", default="{}", help='JSON, e.g. {"nlist": 1000} (search-time nprobe is swept)')
     ap.add_argument("--hnsw-params", default="{}", help='JSON, e.g. {"M": 32} (search-time efSearch is swept)')
     ap.add_argument("--target", type=float, default=0.99, help="recall@10 the chosen search setting must reach")
@@ -207,21 +239,29 @@ def main() -> None:
     plan: dict[str, list[str]] = {}
     for run in args.runs:
         structure, _, kind = run.partition(":")
-        if structure not in ("clustered", "isotropic") or kind not in ("ivf", "hnsw"):
-            ap.error(f"--runs: {run!r} is not STRUCTURE:KIND with STRUCTURE clustered|isotropic and KIND ivf|hnsw")
+        if structure not in ("clustered", "isotropic", "real") or kind not in ("ivf", "hnsw"):
+            ap.error(f"--runs: {run!r} is not STRUCTURE:KIND with STRUCTURE clustered|isotropic|real and KIND ivf|hnsw")
         plan.setdefault(structure, ["exact"]).append(kind)
+    if "real" in plan and not (args.real_npy and Path(args.real_npy).is_file()):
+        ap.error(f"--runs real:...: --real-npy must name an existing .npy file, got {args.real_npy!r}")
     if args.dim is None:
         args.dim = default_dim()
     from ccr.search.ann import index_params
 
     kind_params = {"exact": {}, "ivf": json.loads(args.ivf_params), "hnsw": json.loads(args.hnsw_params)}
-    for kind in {k for kinds in plan.values() for k in kinds}:  # refuse bad params before minutes of building
-        try:
-            index_params(kind, kind_params[kind], args.n)
-        except ValueError as e:
-            ap.error(str(e))
+    for structure, kinds in plan.items():  # refuse bad params before minutes of building
+        n = args.n
+        if structure == "real":
+            import numpy as np
 
-    print(f"n={args.n}, d={args.dim}, {args.queries} tuning + {args.queries} held-out queries, k={K}, "
+            n = np.load(args.real_npy, mmap_mode="r").shape[0] - 2 * args.queries
+        for kind in kinds:
+            try:
+                index_params(kind, kind_params[kind], n)
+            except ValueError as e:
+                ap.error(f"{structure}: {e}")
+
+    print(f"n={args.n} (synthetic), d={args.dim}, {args.queries} tuning + {args.queries} held-out queries, k={K}, "
           f"{args.threads} threads, target recall@10 {args.target}; load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'data':>10} {'kind':>6} {'build s':>8} {'QPS':>8} {'x exact':>8} {'recall@10':>10} {'setting':>14} "
           f"{'peak RSS MiB':>13} {'others':>7}", flush=True)
@@ -231,7 +271,7 @@ def main() -> None:
             exact_qps = None
             for kind in kinds:
                 argv = ["--child-kind", kind, "--child-structure", structure, "--params", json.dumps(kind_params[kind]),
-                        "--truth-dir", truth_dir]
+                        "--truth-dir", truth_dir] + (["--real-npy", args.real_npy] if structure == "real" else [])
                 for name in ("n", "queries", "dim", "clusters", "latent", "spread", "noise_energy", "threads", "seed",
                              "target", "margin"):
                     argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
