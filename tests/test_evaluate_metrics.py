@@ -88,22 +88,22 @@ def _brute_force(q, g, q2g):
     return np.array(t2i), np.array(i2t)
 
 
-@pytest.mark.parametrize("chunk", [10**6, 7])
-def test_matches_brute_force_with_many_ties(monkeypatch, chunk):
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", chunk)  # 7 -> one query row per FAISS call
+@pytest.mark.parametrize("block_bytes", [4 * 10**6, 28])
+def test_matches_brute_force_with_many_ties(block_bytes):
+    # 28 bytes = 7 scores -> one query row per product
     rng = np.random.default_rng(0)
     # Embeddings on a coarse grid of unit-norm dyadic vectors: many exact ties.
     basis = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.float32)
     g = basis[rng.integers(0, 4, size=12)]
     q2g = rng.integers(0, 12, size=30)
     q = basis[rng.integers(0, 4, size=30)]
-    r = retrieval_ranks(q, g, q2g, use_gpu=False)
+    r = retrieval_ranks(q, g, q2g, use_gpu=False, block_bytes=block_bytes)
     t2i, i2t = _brute_force(q, g, q2g)
     assert r.t2i.tolist() == t2i.tolist()
     assert r.i2t.tolist() == i2t.tolist()
     # and on continuous random data
     g, q = rng.normal(size=(15, 8)), rng.normal(size=(40, 8))
-    r = retrieval_ranks(q, g, q2g := rng.integers(0, 15, size=40), use_gpu=False)
+    r = retrieval_ranks(q, g, q2g := rng.integers(0, 15, size=40), use_gpu=False, block_bytes=block_bytes)
     t2i, i2t = _brute_force(q.astype(np.float32), g.astype(np.float32), q2g)
     assert r.t2i.tolist() == t2i.tolist() and r.i2t.tolist() == i2t.tolist()
 
@@ -148,3 +148,125 @@ def test_gpu_path_wiring(monkeypatch):
     monkeypatch.setattr(metrics.faiss, "pairwise_distance_gpu", fake_gpu)
     r = retrieval_ranks(QUERIES, GALLERY, Q2G, use_gpu="auto")
     assert r.t2i.tolist() == [1, 4, 3, 3, 1] and calls == [(5, 4), (5, 4)]
+
+
+# --- blocked scoring (memory budget) -------------------------------------------------------------
+
+def _grid_unit_vectors(rng, n: int, d: int = 16) -> np.ndarray:
+    """Unit vectors with four entries +-0.5: every dot product is a multiple of 0.25, exact in any
+    summation order, so ranks from any blocking must equal the reference exactly (and ties abound)."""
+    x = np.zeros((n, d), dtype=np.float32)
+    for row in x:
+        row[rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return x
+
+
+def _reference_ranks(q, g, q2g):
+    """Pessimistic ranks from one full score matrix (vectorised version of _brute_force)."""
+    s = q @ g.T
+    pos = s[np.arange(len(q)), q2g]
+    t2i = (s >= pos[:, None]).sum(axis=1)
+    images = np.unique(q2g)
+    own = q2g[:, None] == images[None, :]
+    best = np.where(own, s[:, images], -np.inf).max(axis=0)
+    i2t = 1 + ((s[:, images] >= best[None, :]) & ~own).sum(axis=0)
+    return t2i, i2t, images
+
+
+@pytest.mark.parametrize("block_bytes", [metrics.SCORE_BLOCK_BYTES, 4 * 700, 4 * 64, 4])
+def test_blocked_ranks_equal_reference(block_bytes):
+    """Galleries of 300 and up to 7 captions per image, tiled over rows and columns by small budgets."""
+    rng = np.random.default_rng(3)
+    g = _grid_unit_vectors(rng, 300)
+    q2g = np.concatenate([np.repeat(rng.choice(300, 60, replace=False), rng.integers(1, 8, 60)),
+                          rng.integers(0, 300, 100)])
+    q = _grid_unit_vectors(rng, len(q2g))
+    r = retrieval_ranks(q, g, q2g, use_gpu=False, block_bytes=block_bytes)
+    t2i, i2t, images = _reference_ranks(q, g, q2g)
+    assert r.t2i.tolist() == t2i.tolist()
+    assert r.i2t_images.tolist() == images.tolist() and r.i2t.tolist() == i2t.tolist()
+    assert metrics.text_to_image_ranks(q, g, q2g, use_gpu=False, block_bytes=block_bytes).tolist() == t2i.tolist()
+    i2t_only, images_only = metrics.image_to_text_ranks(q, g, q2g, use_gpu=False, block_bytes=block_bytes)
+    assert i2t_only.tolist() == i2t.tolist() and images_only.tolist() == images.tolist()
+
+
+def test_twins_in_different_tiles_still_tie():
+    """Continuous vectors (ties only bit-for-bit): a twin of the positive in another column tile ties with it."""
+    rng = np.random.default_rng(4)
+    g = metrics.l2_normalise(rng.normal(size=(300, 16)))
+    g[250] = g[10]
+    q = metrics.l2_normalise(rng.normal(size=(40, 16)))
+    q[1] = q[0]
+    q2g = rng.integers(0, 300, 40)
+    q2g[0], q2g[1] = 10, 250
+    plan = metrics._plan_tiles(40, 300, q2g, q2g + 1, 4 * 64 * 8 // 4)
+    assert len(plan.starts) - 1 >= 3  # 10 and 250 are owned by different tiles
+    r = retrieval_ranks(q, g, q2g, use_gpu=False, block_bytes=4 * 64 * 8)
+    assert r.t2i[0] == r.t2i[1] >= 2
+    s = q[0] @ g.T
+    assert r.t2i[0] == (s >= s[10]).sum()
+
+
+def test_one_million_gallery_keeps_large_query_blocks():
+    """The point of the budget: 10k queries x 1M items get blocks hundreds of rows tall within 256 MiB."""
+    q2g = np.sort(np.random.default_rng(0).integers(0, 10**6, 10_000))
+    plan = metrics._plan_tiles(10_000, 10**6, q2g, q2g + 1, metrics.SCORE_BLOCK_BYTES // 4)
+    assert plan.rows * plan.width * 4 <= metrics.SCORE_BLOCK_BYTES
+    assert plan.rows >= 500 and plan.width >= 50_000
+    rows_per_tile = np.bincount(np.searchsorted(plan.starts, q2g, "right") - 1)
+    assert rows_per_tile.mean() >= 500  # each tile owns enough queries to fill tall blocks
+
+
+def test_i2t_scores_only_captioned_images(monkeypatch):
+    """image->text products see the captioned images only, not the whole gallery."""
+    calls = []
+
+    def fake_gpu(res, xq, xb, metric):
+        calls.append((xq.shape[0], xb.shape[0]))
+        return metrics.faiss.pairwise_distances(xq, xb, metric=metric)
+
+    monkeypatch.setattr(metrics, "gpu_available", lambda: True)
+    monkeypatch.setattr(metrics, "_gpu_resources", lambda: None)
+    monkeypatch.setattr(metrics.faiss, "pairwise_distance_gpu", fake_gpu)
+    rng = np.random.default_rng(5)
+    g, q = rng.normal(size=(1000, 8)), rng.normal(size=(6, 8))
+    q2g = np.array([7, 7, 300, 300, 999, 999])
+    r = retrieval_ranks(q, g, q2g, use_gpu=True)
+    assert calls == [(6, 1000), (6, 3)] and r.i2t_images.tolist() == [7, 300, 999]
+
+
+def test_l2_normalise_blocks_and_copy(monkeypatch):
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(50, 7)) * 10).astype(np.float32)
+    x[3] = 0
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    expected = x / np.where(norms > 0, norms, 1.0)  # the one-shot formula
+    monkeypatch.setattr(metrics, "_NORM_ROWS", 4)
+    before = x.copy()
+    out = metrics.l2_normalise(x)
+    assert np.array_equal(out, expected) and np.array_equal(x, before)  # bit-identical, input untouched
+    assert not out[3].any()
+    same = metrics.l2_normalise(x, copy=False)
+    assert same is x and np.array_equal(x, expected)  # in place on request
+
+
+def test_unit_rows_copies_only_when_needed():
+    rng = np.random.default_rng(7)
+    unit = metrics.l2_normalise(rng.normal(size=(20, 5)))
+    unit[0] = 0  # zero rows count as normalised
+    assert metrics.unit_rows(unit) is unit
+    raw = (3 * unit).astype(np.float32)
+    out = metrics.unit_rows(raw)
+    assert not np.shares_memory(out, raw) and np.allclose(raw, 3 * unit)
+    assert np.allclose(np.linalg.norm(out[1:], axis=1), 1, atol=1e-6)
+    slightly_off = unit * np.float32(1 + 1e-4)  # not unit within tolerance: normalised
+    assert not np.shares_memory(metrics.unit_rows(slightly_off), slightly_off)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.unit_rows(np.array([[np.inf, 0.0]]))
+
+
+def test_bad_block_bytes_is_named():
+    g = np.eye(3, dtype=np.float32)
+    for bad in (0, 3, True, 2.5, "1MB"):
+        with pytest.raises(ValueError, match="block_bytes"):
+            retrieval_ranks(g, g, np.arange(3), use_gpu=False, block_bytes=bad)

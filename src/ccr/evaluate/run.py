@@ -44,7 +44,7 @@ def _embed(fn, ids: list[str], what: str) -> np.ndarray:
             raise ValueError(f"{what}: retriever changed embedding dim from {parts[0].shape[1]} to {emb.shape[1]}")
         parts.append(emb.astype(np.float32, copy=False))
         progress.update(len(chunk))
-    return l2_normalise(np.concatenate(parts), what)
+    return l2_normalise(np.concatenate(parts), what, copy=False)  # the concatenation is ours: normalise in place
 
 
 def _stable_key(text: str) -> str:
