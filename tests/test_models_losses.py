@@ -185,3 +185,19 @@ def test_max_over_slots_and_alignment():
     a = torch.eye(4).reshape(2, 2, 4)
     b = torch.stack([a[1], a[0]])
     assert slot_token_alignment(a, a, 0.1) < slot_token_alignment(a, b, 0.1)
+
+
+def test_soft_targets_matrix_norm_is_leccr_as_published():
+    """LECCR: min-max over the whole matrix, the mixture softmaxed per row without a temperature."""
+    import torch
+
+    from ccr.models.losses import soft_targets
+
+    s_v = torch.tensor([[0.9, 0.1], [0.3, 0.5]])
+    s_slot = torch.tensor([[0.2, 0.6], [0.4, 0.0]])
+    got = soft_targets(s_v, s_slot, alpha=0.8, tau=0.05, norm="matrix")
+    mm_v = (s_v - 0.1) / 0.8
+    mm_s = (s_slot - 0.0) / 0.6
+    want = torch.softmax(0.8 * mm_v + 0.2 * mm_s, dim=1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, soft_targets(s_v, s_slot, alpha=0.8, tau=0.05, norm="row"))

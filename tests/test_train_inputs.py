@@ -110,7 +110,7 @@ def test_params_unknown_key_and_types():
 
 
 def test_presets_cover_the_ablation_table():
-    assert set(PRESETS) == {"zero-shot", "english-only", "mt", "mt+teacher", "mt+slots", "mt+soft", "full"}
+    assert set(PRESETS) == {"zero-shot", "english-only", "mt", "mt+teacher", "mt+slots", "mt+soft", "full", "linear"}
     for name, over in PRESETS.items():
         resolve_params(over)
         assert resolve_params(over).needs_teacher == (name in ("mt+teacher", "full"))

@@ -98,7 +98,7 @@ def test_full_student_learns_and_retriever_matches(data, teacher_dir, tmp_path):
     assert abs(mean_recall(txt, img, val.image_index) - ckpt["val_mr"]) < 1e-6
 
 
-@pytest.mark.parametrize("preset", ["mt", "english-only", "mt+soft", "mt+slots", "mt+teacher"])
+@pytest.mark.parametrize("preset", ["mt", "english-only", "mt+soft", "mt+slots", "mt+teacher", "linear"])
 def test_ablation_presets_learn(data, teacher_dir, tmp_path, preset):
     params = {**TINY, "preset": preset}
     train_student(data, params, 1, tmp_path, teacher_dir if needs_teacher(params) else None)
@@ -273,3 +273,25 @@ def test_crafted_checkpoint_is_refused(data, tmp_path):
     with pytest.raises(CheckpointError, match="last.pt: refused to load"):
         train_student(data, {**TINY, "preset": "mt", "epochs": 1}, 0, tmp_path, None)
     assert not marker.exists()
+
+
+def test_linear_baseline_learns_only_an_image_head(data, tmp_path):
+    params = {**TINY, "preset": "linear", "epochs": 4}
+    train_student(data, params, 0, tmp_path, None)
+    ckpt = load_checkpoint(tmp_path / "student.pt")
+    assert set(ckpt["state_dict"]) == {"visual.weight", "visual.bias"}  # texts stay the frozen features
+    r = load_retriever(tmp_path, data, params)
+    val = load_split(data, "val", descriptions=False)
+    assert r.embed_texts(val.target_ids).shape[1] == r.embed_images(val.image_ids).shape[1] == val.t_pooled.shape[1]
+    assert ckpt["meta"]["val_mr"] > _untrained_val_mr(data, params) + 10
+    with pytest.raises(ParamError, match="linear"):
+        resolve_student_params({"head": "linear", "use_slots": True})
+
+
+def test_leccr_terms_as_published(data, teacher_dir, tmp_path):
+    """The s-t contrastive term and LECCR's matrix-normalised softened matching, switched on by params."""
+    params = {**TINY, "preset": "full", "epochs": 2, "w_st": 0.5, "soft_norm": "matrix", "w_slot": 0.01}
+    train_student(data, params, 0, tmp_path, teacher_dir)
+    hist = _history(tmp_path)
+    assert "loss_st" in hist[0] and "loss_soft" in hist[0]
+    assert load_checkpoint(tmp_path / "student.pt")["meta"]["params"]["soft_norm"] == "matrix"

@@ -102,6 +102,8 @@ class StudentParams(_Params):
     use_teacher: bool = _p(True, "relational distillation from the frozen CL2CM teacher")
     use_slots: bool = _p(True, "LECCR semantic slots over the description views")
     use_soft: bool = _p(True, "LECCR softened matching under English guidance")
+    head: str = _p("mlp", "mlp: the CL2CM/LECCR heads; linear: one linear image head over the pooled features "
+                          "and the frozen text features as they are (the baseline)", choices=("mlp", "linear"))
     visual_pooling: str = _p("mean", "pooling of the visual tokens", choices=("mean", "attention"))
     attn_heads: int = _p(4, "attention heads (pooling, slots); must divide embed_dim", minimum=1)
     share_text_head: bool = _p(True, "one text head for s and t")
@@ -111,6 +113,7 @@ class StudentParams(_Params):
                       choices=("caption", "image"))
     w_vt: float = _p(1.0, "weight of InfoNCE(v, t)", minimum=0)
     w_vs: float = _p(1.0, "weight of InfoNCE(v, s)", minimum=0)
+    w_st: float = _p(0.0, "weight of InfoNCE(s, t), English vs its translation (LECCR's s-t term)", minimum=0)
     w_kd: float = _p(1.0, "sentence-level relational distillation", minimum=0)
     w_kd_fine: float = _p(0.5, "slot/token-level relational distillation", minimum=0)
     tau_kd: float = _p(0.1, "temperature of the relations", exclusive_minimum=0)
@@ -122,7 +125,10 @@ class StudentParams(_Params):
                             minimum=0, maximum=1)
     soft_alpha: float = _p(0.8, "softened targets: weight of English-vs-image over English-vs-slot",
                            minimum=0, maximum=1)
-    soft_tau: float = _p(0.05, "temperature of the softened targets and predictions", exclusive_minimum=0)
+    soft_tau: float = _p(0.05, "temperature of the softened targets and predictions (soft_norm row)",
+                         exclusive_minimum=0)
+    soft_norm: str = _p("row", "row: per-row min-max, sharpened by soft_tau; matrix: LECCR as published (min-max over "
+                               "the batch matrix, no temperature)", choices=("row", "matrix"))
     w_soft: float = _p(0.5, "L_vt = (1 - w_soft) InfoNCE(v, t) + w_soft KL(soft || pred)", minimum=0, maximum=1)
 
     def validate(self) -> StudentParams:
@@ -130,6 +136,8 @@ class StudentParams(_Params):
         if self.embed_dim % self.attn_heads:
             raise ParamError(f"param 'embed_dim' ({self.embed_dim}) must be divisible by 'attn_heads' "
                              f"({self.attn_heads})")
+        if self.head == "linear" and self.use_slots:
+            raise ParamError("param 'head' is 'linear' (the baseline): it has no semantic slots; set use_slots: false")
         return self
 
     @property
@@ -151,6 +159,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mt+slots": {**_NONE, "use_slots": True},
     "mt+soft": {**_NONE, "use_soft": True},
     "full": {"use_teacher": True, "use_slots": True, "use_soft": True},
+    # The simplest model on the same data: one linear image head, frozen text features, InfoNCE only.
+    "linear": {"head": "linear", **_NONE},
 }
 
 

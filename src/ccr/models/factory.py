@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ccr.models.checkpoint import CheckpointError, load_checkpoint
-from ccr.models.student import CrossModalStudent
+from ccr.models.student import CrossModalStudent, LinearStudent
 from ccr.models.teacher import CrossLingualTeacher
 
 
@@ -33,7 +33,10 @@ def teacher_arch(text_dim: int, params: Any) -> dict[str, Any]:
 
 
 def student_arch(image_dim: int, text_dim: int, params: Any) -> dict[str, Any]:
-    """Constructor arguments of :class:`CrossModalStudent` from student params."""
+    """Constructor arguments of the student (:class:`CrossModalStudent`, or :class:`LinearStudent` for
+    ``head: linear``, marked by ``"head": "linear"``) from student params."""
+    if params.head == "linear":
+        return {"head": "linear", "image_dim": int(image_dim), "text_dim": int(text_dim)}
     return {"image_dim": int(image_dim), "text_dim": int(text_dim), "hidden_dim": params.hidden_dim,
             "dim": params.embed_dim, "pooling": params.visual_pooling, "heads": params.attn_heads,
             "use_slots": params.use_slots, "n_slots": params.n_slots, "share_text_head": params.share_text_head,
@@ -44,8 +47,18 @@ def create_teacher(arch: Mapping[str, Any]) -> CrossLingualTeacher:
     return CrossLingualTeacher(**arch)
 
 
-def create_student(arch: Mapping[str, Any]) -> CrossModalStudent:
+def create_student(arch: Mapping[str, Any]) -> CrossModalStudent | LinearStudent:
+    arch = dict(arch)
+    if arch.pop("head", "mlp") == "linear":
+        return LinearStudent(**arch)
     return CrossModalStudent(**arch)
+
+
+def embedding_dim(arch: Mapping[str, Any], slot_fusion: float) -> int:
+    """Size of the student's retrieval embeddings (slot fusion concatenates global and slot parts)."""
+    if arch.get("head") == "linear":
+        return int(arch["text_dim"])
+    return int(arch["dim"]) * (2 if arch.get("use_slots") and slot_fusion > 0 else 1)
 
 
 def _load(path: str | os.PathLike, kind: str, create: Any, device: torch.device | str) -> tuple[Any, dict]:

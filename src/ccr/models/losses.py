@@ -131,17 +131,30 @@ def minmax_rows(x: Tensor, eps: float = 1e-8) -> Tensor:
     return (x - lo) / (hi - lo).clamp_min(eps)
 
 
-def soft_targets(s_v: Tensor, s_slot: Tensor | None, alpha: float, tau: float) -> Tensor:
+def minmax_all(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Min-max normalise the whole matrix to [0, 1] (LECCR's ``norm_score``)."""
+    return (x - x.min()) / (x.max() - x.min()).clamp_min(eps)
+
+
+SOFT_NORMS = ("row", "matrix")
+
+
+def soft_targets(s_v: Tensor, s_slot: Tensor | None, alpha: float, tau: float, norm: str = "row") -> Tensor:
     """LECCR softened-matching targets under English guidance (detached).
 
     ``softmax_row((alpha * mm(s v^T) + (1 - alpha) * mm(max_k s slot_k^T)) / tau)``; without slots the
-    slot term is dropped (``alpha`` becomes 1).
+    slot term is dropped (``alpha`` becomes 1). ``norm="row"``: ``mm`` min-max normalises each row and
+    ``tau`` sharpens; ``norm="matrix"``: as LECCR publishes it, ``mm`` normalises the whole matrix and
+    no temperature is applied (``tau`` is ignored).
     """
+    if norm not in SOFT_NORMS:
+        raise ValueError(f"soft_targets: norm must be one of {SOFT_NORMS}, got {norm!r}")
+    mm = minmax_rows if norm == "row" else minmax_all
     with torch.no_grad():
-        score = minmax_rows(s_v.float())
+        score = mm(s_v.float())
         if s_slot is not None:
-            score = alpha * score + (1.0 - alpha) * minmax_rows(s_slot.float())
-        return F.softmax(score / tau, dim=1)
+            score = alpha * score + (1.0 - alpha) * mm(s_slot.float())
+        return F.softmax(score / (tau if norm == "row" else 1.0), dim=1)
 
 
 def soft_matching(t_v: Tensor, targets: Tensor, tau: float) -> Tensor:

@@ -59,3 +59,27 @@ class CrossModalStudent(nn.Module):
         glob = F.normalize(g + pooled_tok, dim=-1)
         fine = local if local is not None else F.normalize(ctx, dim=-1)
         return ImageOutput(glob=glob, fine=fine, slots=slots, local=local)
+
+
+class LinearStudent(nn.Module):
+    """The baseline: one linear map of the pooled image features into the frozen text space.
+
+    Texts are their frozen features as they are (normalised): only the image side learns, with
+    InfoNCE, so the value of the teacher, slots and softened matching is measured against the
+    simplest model on the same features and captions. Tokens and descriptions are ignored.
+    """
+
+    def __init__(self, image_dim: int, text_dim: int):
+        super().__init__()
+        self.visual = nn.Linear(image_dim, text_dim)
+        self.slot_module = None
+
+    def encode_text(self, pooled: Tensor, side: str = "t") -> Tensor:
+        if side not in ("s", "t"):
+            raise ValueError(f"text side must be 's' or 't', got {side!r}")
+        return F.normalize(pooled, dim=-1)
+
+    def encode_images(self, pooled: Tensor, tokens: Tensor | None = None, desc: Tensor | None = None,
+                      desc_mask: Tensor | None = None, need_fine: bool = True) -> ImageOutput:
+        glob = F.normalize(self.visual(pooled), dim=-1)
+        return ImageOutput(glob=glob, fine=glob.unsqueeze(1) if need_fine else None, slots=None, local=None)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ccr.evaluate.metrics import l2_normalise
-from ccr.models.factory import load_student, pick_device
+from ccr.models.factory import embedding_dim, load_student, pick_device
 from ccr.models.fusion import embed_image_arrays, embed_text_arrays
 from ccr.params import resolve_student_params
 from ccr.train.inputs import TrainInputs, load_descriptions, read_feature_rows
@@ -88,7 +88,7 @@ class StudentRetriever:
         self.device = device
         self.inputs = inputs
         self.beta = self.params.slot_fusion if self.params.use_slots else 0.0
-        self.dim = self.params.embed_dim * (2 if self.beta > 0 else 1)
+        self.dim = embedding_dim(ckpt["arch"], self.beta)
         if inputs.image_features is None:
             raise ValueError("TrainInputs.image_features is None: a trained student needs image features")
         self.has_tokens = "tokens" in pq.read_schema(inputs.image_features).names

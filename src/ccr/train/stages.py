@@ -190,7 +190,7 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
     seed_everything(seed)
     arch = student_arch(image_dim, text_dim, p)
     model = create_student(arch)
-    if teacher is not None and p.init_text_from_teacher:
+    if teacher is not None and p.init_text_from_teacher and p.head == "mlp":
         shapes = {k: v.shape for k, v in teacher.head_t.state_dict().items()}
         if shapes == {k: v.shape for k, v in model.text_t.state_dict().items()}:
             model.text_t.load_state_dict(teacher.head_t.state_dict())
@@ -265,10 +265,15 @@ def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None,
         vt_term = terms["vt"]
         if p.use_soft:
             s_slot = max_over_slots(s, out.local) if out.local is not None else None
-            targets = soft_targets(s @ v.t(), s_slot, p.soft_alpha, p.soft_tau)
-            terms["soft"] = soft_matching(t @ v.t(), targets, p.soft_tau)
+            targets = soft_targets(s @ v.t(), s_slot, p.soft_alpha, p.soft_tau, p.soft_norm)
+            terms["soft"] = soft_matching(t @ v.t(), targets, p.soft_tau if p.soft_norm == "row" else 1.0)
             vt_term = (1 - p.w_soft) * terms["vt"] + p.w_soft * terms["soft"]
         total = p.w_vt * vt_term + p.w_vs * terms["vs"]
+        if p.w_st > 0 and d.has_mt:
+            # LECCR's s-t term: English and target captions of the same image are positives
+            same_image = img_of[idx].unsqueeze(1) == img_of[idx].unsqueeze(0)
+            terms["st"] = info_nce(s, t, p.tau, same_image)
+            total = total + p.w_st * terms["st"]
         if out.slots is not None:
             st_t = max_over_slots(t, out.local) / p.tau
             st_s = max_over_slots(s, out.local) / p.tau
