@@ -223,15 +223,17 @@ def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
 
 
 def student_plan(system: str, trainset: str) -> SimpleNamespace:
-    """The student params a system trains with on ``trainset``, and the key of that training.
+    """The student params a system trains with on ``trainset``, the training text it really reads
+    (``trainset``, or no-mt when it reads no translation), and the key of that training.
 
     Without MT there is no translation to train on and no teacher to distil from, so such systems
-    train with use_mt/use_teacher off; systems whose effective params agree (english-only, mt and
-    mt+teacher without MT) share one trained student (the key hashes the effective params and
-    every upstream key the training reads).
+    train with use_mt/use_teacher off. Systems whose effective params agree (english-only, mt and
+    mt+teacher without MT; english-only for every language) share one trained student: the key
+    hashes the effective params and every upstream key the training reads.
     """
     params = dict(system_spec(system).student)
-    if trainset == NO_MT:
+    if trainset == NO_MT or not resolve_student_params(params).use_mt:
+        trainset = NO_MT
         params.update(use_mt=False, use_teacher=False)
     resolved = resolve_student_params(params)
     teacher = (
@@ -240,6 +242,7 @@ def student_plan(system: str, trainset: str) -> SimpleNamespace:
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
     return SimpleNamespace(
         params=canonical(resolved.to_dict()),
+        trainset=trainset,
         key=stable_hash([resolved.numeric_dict(), teacher, trainset, upstream]),
         use_slots=resolved.use_slots,
     )
@@ -280,7 +283,8 @@ def teacher_dir(system: str, trainset: str, seed) -> str:
 
 
 def student_dir(system: str, trainset: str, seed) -> str:
-    return f"{RUNS_DIR}/students/{trainset}/{student_plan(system, trainset).key}/seed{seed}"
+    plan = student_plan(system, trainset)
+    return f"{RUNS_DIR}/students/{plan.trainset}/{plan.key}/seed{seed}"
 
 
 def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
@@ -298,6 +302,7 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     }
     if system_spec(system).trains_student:
         plan = student_plan(system, trainset)
+        trainset = plan.trainset
         what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
         student = f"{student_dir(system, trainset, seed)}/student.pt"
     else:
@@ -327,9 +332,8 @@ for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
         if system_spec(_system).trains_student:
-            STUDENTS.setdefault(
-                (_trainset, student_plan(_system, _trainset).key), _system
-            )
+            _plan = student_plan(_system, _trainset)
+            STUDENTS.setdefault((_plan.trainset, _plan.key), _system)
         if uses_teacher(_system, _trainset):
             TEACHERS.setdefault(
                 (_trainset, teacher_plan(_system, _trainset).key), _system
