@@ -85,7 +85,7 @@ def test_identity_retriever_is_perfect_and_files_agree(tmp_path):
 
     table = pq.read_table(tmp_path / "out" / "metrics.parquet")
     assert table.num_rows == 1
-    assert table.column_names[:5] == ["dataset", "system", "seed", "run", "lang"]
+    assert table.column_names[:6] == ["dataset", "system", "seed", "run", "split", "lang"]
     assert table.to_pylist()[0] == row
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == row
 

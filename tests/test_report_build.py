@@ -95,7 +95,7 @@ def test_build_report_end_to_end(tmp_path):
                  "examples.html", "report.html"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "metrics_table.md").read_text()
-    assert "| toy | identity | fr | 2 | 100.0 ± 0.0 |" in md
+    assert "| toy | identity | fr | test | 2 | 100.0 ± 0.0 |" in md
     assert "T2I R@1" in md and "I2T R@10" in md and "mR" in md
     agg = pq.read_table(out / "metrics_table.parquet").to_pylist()
     assert [r["system"] for r in agg] == ["identity", "random"] and agg[0]["mr_mean"] == 100.0

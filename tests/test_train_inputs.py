@@ -141,3 +141,30 @@ def test_from_mapping_like_the_workflow(data):
         load_split(t, "val", descriptions=False)
     with pytest.raises(KeyError, match="caption_features"):
         TrainInputs.from_mapping({"images": "a", "captions": "b"}, lang="fr")
+
+
+def test_mt_of_several_languages_trains_together(data, tmp_path):
+    """train.text: all-mt: the combined MT table gives one row per (English caption, translation)."""
+    from ccr.translate import combine_translations
+
+    fr = pq.read_table(data.translations)
+    es = fr.set_column(fr.schema.get_field_index("lang"), "lang", pa.array(["es"] * fr.num_rows))
+    es = es.set_column(es.schema.get_field_index("caption_id"), "caption_id",
+                       pa.array([c.replace("#mt-fr", "#mt-es") for c in fr.column("caption_id").to_pylist()]))
+    pq.write_table(es, tmp_path / "mt-es.parquet")
+    combined = tmp_path / "mt-multi.parquet"
+    combine_translations([data.translations, tmp_path / "mt-es.parquet"], combined)
+    feats = pq.read_table(data.translation_features)
+    es_feats = feats.set_column(0, "caption_id", pa.array([c.replace("#mt-fr", "#mt-es")
+                                                           for c in feats.column(0).to_pylist()]))
+    pq.write_table(pa.concat_tables([feats, es_feats.cast(feats.schema)]), tmp_path / "mt-multi-features.parquet")
+    multi = dataclasses.replace(data, translations=combined, translation_features=tmp_path / "mt-multi-features.parquet",
+                                lang="multi")
+    single = load_split(data, "train")
+    both = load_split(multi, "train")
+    assert len(both.caption_ids) == 2 * len(single.caption_ids)
+    assert {t.rsplit("#mt-", 1)[1] for t in both.target_ids} == {"fr", "es"}
+    for c, t, i in zip(both.caption_ids, both.target_ids, both.image_index, strict=True):
+        assert t.rsplit("#mt-", 1)[0] == c and both.image_ids[i] == c.split("#")[0]
+    with pytest.raises(Exception, match="share caption ids"):
+        combine_translations([data.translations, data.translations], tmp_path / "twice.parquet")

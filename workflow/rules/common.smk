@@ -146,7 +146,7 @@ def source_stamp() -> str:
 wildcard_constraints:
     code="[a-z]{2,3}",
     trkey="[A-Za-z0-9_.-]+-[0-9a-f]{8}",
-    trainset=r"no-mt|[a-z]{2,3}\.[A-Za-z0-9_.-]+-[0-9a-f]{8}",
+    trainset=r"no-mt|(?:[a-z]{2,3}|multi)\.[A-Za-z0-9_.-]+-[0-9a-f]{8}",
     seed=r"\d+",
     tkey="[0-9a-f]{10}",
     skey="[0-9a-f]{10}",
@@ -172,8 +172,23 @@ def translation_key(lang: str) -> str:
     return backend_key(spec["backend"], spec["params"])
 
 
+MULTI = (
+    "multi"  # the "code" of the MT of several languages together (train.text: all-mt)
+)
+
+
+def mt_languages() -> list[str]:
+    """The query sets whose translate backend writes MT (not ``none``)."""
+    return [lang for lang in LANGS if translate_spec(lang)["backend"] != "none"]
+
+
 def trainset_of(lang: str) -> str:
-    """Which training text a language's systems learn from: its MT (``<code>.<translation key>``) or none."""
+    """Which training text a language's systems learn from: its MT (``<code>.<translation key>``), the
+    MT of every language together (``multi.mt-<hash>``, with ``train.text: all-mt``), or none.
+    """
+    if config["train"]["text"] == "all-mt":
+        parts = sorted({(language_code(l), translation_key(l)) for l in mt_languages()})
+        return f"{MULTI}.mt-{stable_hash(parts, 8)}" if parts else NO_MT
     if translate_spec(lang)["backend"] == "none":
         return NO_MT
     return f"{language_code(lang)}.{translation_key(lang)}"
@@ -299,6 +314,7 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         "code": language_code(lang),
         "pattern": spec.get("query_pattern"),
         "ks": config["evaluate"]["ks"],
+        "split": config["evaluate"]["split"],
     }
     if system_spec(system).trains_student:
         plan = student_plan(system, trainset)
@@ -437,6 +453,11 @@ def data_inputs(trainset: str, descriptions: bool = True) -> dict:
         inputs["translations"] = f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
         inputs["translation_features"] = text_features_path(f"mt-{trainset}")
     return inputs
+
+
+def combined_translations(wildcards) -> list[str]:
+    """The MT tables of every language, combined into the training text of ``train.text: all-mt``."""
+    return sorted({translations_path(lang) for lang in mt_languages()})
 
 
 def translate_params(wildcards) -> dict:

@@ -65,3 +65,21 @@ rule mt_quality:
         code=lambda wc: language_code(wc.lang),
     script:
         "../scripts/mt_quality.py"
+
+
+rule combine_translations:
+    input:
+        combined_translations,
+    output:
+        f"{DATA_DIR}/translations/{MULTI}/{{trkey}}.parquet",
+    log:
+        f"logs/{DS}/combine_translations/{{trkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/combine_translations/{{trkey}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/combine_translations.py"

@@ -21,6 +21,7 @@ def main(snakemake) -> None:
         ks=list(query["ks"]),
         out_dir=Path(snakemake.output.metrics).parent,
         query_pattern=query["pattern"],
+        split=query["split"],
     )
 
 

@@ -97,8 +97,10 @@ def evaluate(
     use_gpu: bool | str = "auto",
     query_lang: str | None = None,
     query_pattern: str | None = None,
+    split: str = "test",
 ) -> dict:
-    """Evaluate ``retriever`` on the test split for captions in ``lang``; returns the metrics row.
+    """Evaluate ``retriever`` on ``split`` (the test split; ``val`` for choosing settings) for captions in
+    ``lang``; returns the metrics row.
 
     ``lang`` names the query set in the tags (e.g. ``de-task2``); the queries are the human test
     captions in ``query_lang`` (default: ``lang``) whose caption_id matches the regular expression
@@ -112,21 +114,23 @@ def evaluate(
     images = read_images(images_path)
     captions = read_captions(captions_path)
 
-    images = images.filter(pc.equal(images["split"], "test"))
+    if split not in ("val", "test"):
+        raise ValueError(f"evaluate: split must be 'val' or 'test', got {split!r}")
+    images = images.filter(pc.equal(images["split"], split))
     if images.num_rows == 0:
-        raise ValueError(f"{images_path}: no images with split == 'test'")
+        raise ValueError(f"{images_path}: no images with split == '{split}'")
     query_lang = query_lang or lang
     queries = captions.filter(
-        pc.and_(pc.and_(pc.equal(captions["split"], "test"), pc.equal(captions["lang"], query_lang)),
+        pc.and_(pc.and_(pc.equal(captions["split"], split), pc.equal(captions["lang"], query_lang)),
                 pc.equal(captions["origin"], "human"))
     )
     if query_pattern:
         queries = queries.filter(pc.match_substring_regex(queries["caption_id"], query_pattern))
     if queries.num_rows == 0:
-        langs = sorted(set(captions.filter(pc.equal(captions["split"], "test"))["lang"].to_pylist()))
-        raise ValueError(f"{captions_path}: no human test captions with lang == '{query_lang}'"
+        langs = sorted(set(captions.filter(pc.equal(captions["split"], split))["lang"].to_pylist()))
+        raise ValueError(f"{captions_path}: no human {split} captions with lang == '{query_lang}'"
                          f"{f' and caption_id matching {query_pattern!r}' if query_pattern else ''}"
-                         f" (test langs present: {langs})")
+                         f" ({split} langs present: {langs})")
 
     image_ids = images["image_id"].to_pylist()
     image_paths = images["path"].to_pylist()
@@ -148,7 +152,7 @@ def evaluate(
     ranks = retrieval_ranks(query, gallery, q2g, use_gpu=use_gpu)
     metrics = summarise_ranks(ranks, ks)
     metrics["n_images"] = len(image_ids)
-    tags = _check_tags(tags or {}, lang, list(metrics))
+    tags = _check_tags({**(tags or {}), "split": split}, lang, list(metrics))
     row = {**tags, "n_queries": metrics.pop("n_queries"), "n_images": metrics.pop("n_images"), **metrics}
 
     # Examples: top-5 retrievals for a fixed set of queries.

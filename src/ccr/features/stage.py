@@ -181,9 +181,9 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     repeats fall into the same shard, where they are de-duplicated. ``part=(i, n)``: only the i-th
     of n parts of that order (a scattered job; see :func:`ccr.io.gather_parts`).
 
-    ``skip_unused_human``: leave out human captions in languages other than English outside the
-    test split. Nothing may read them (training is English + MT only; they are queries only on
-    test), and on Multi30K they are most of the rows.
+    ``skip_unused_human``: leave out human captions in languages other than English of the train
+    split. Nothing may read them (training is English + MT only; they are queries on val, for choosing
+    settings, and on test), and on Multi30K they are most of the rows.
     """
     params = dict(params or {})
     if shard_size < 1:
@@ -193,8 +193,8 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     table = concat_captions([read_captions(p) for p in captions_paths])
     if skip_unused_human:
         unused = pc.and_(pc.and_(pc.equal(table["origin"], "human"), pc.not_equal(table["lang"], "en")),
-                         pc.not_equal(table["split"], "test"))
-        log.info("embed_texts: skipping %d non-English human captions outside test (never read)",
+                         pc.equal(table["split"], "train"))
+        log.info("embed_texts: skipping %d non-English human train captions (never read)",
                  pc.sum(unused.cast("int64")).as_py() or 0)
         table = table.filter(pc.invert(unused))
     ids = table.column("caption_id").to_pylist()

@@ -16,7 +16,7 @@ COUNT_COLUMNS = ("n_queries", "n_images", "n_i2t_queries")
 # Replicates: averaged over, never grouped by.
 REPLICATE_COLUMNS = ("seed", "run")
 # Preferred leading order of grouping keys; any other tag column follows, sorted.
-KEY_ORDER = ("dataset", "system", "lang")
+KEY_ORDER = ("dataset", "system", "lang", "split")
 HISTORY_REQUIRED = ("stage", "epoch", "step", "train_loss", "val_mr")
 
 

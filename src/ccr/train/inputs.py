@@ -180,11 +180,15 @@ def read_english_captions(path: Path | str, split: str) -> pa.Table:
     return table
 
 
+MULTI = "multi"  # the training language of a student trained on the MT of several languages together
+
+
 def read_translations(path: Path | str, lang: str, split: str) -> pa.Table:
-    """MT rows (``origin == "mt"``, ``lang == lang``) of ``split`` only."""
+    """MT rows (``origin == "mt"``, ``lang == lang``, any language for ``lang == "multi"``) of ``split`` only."""
     _check_split(split)
     path = Path(path)
-    table = pq.read_table(path, filters=[("lang", "==", lang), ("origin", "==", "mt"), ("split", "==", split)])
+    filters = [("origin", "==", "mt"), ("split", "==", split)] + ([("lang", "==", lang)] if lang != MULTI else [])
+    table = pq.read_table(path, filters=filters)
     table = validate_captions(table, where=str(path))
     if table.num_rows and not (set(table.column("origin").to_pylist()) == {"mt"}
                                and set(table.column("split").to_pylist()) == {split}):
@@ -282,12 +286,16 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
     has_mt = use_mt and inputs.has_translations()
     if has_mt:
         mt = read_translations(inputs.translations, inputs.lang, split)
-        by_source = dict(zip(mt.column("source_id").to_pylist(), mt.column("caption_id").to_pylist(), strict=True))
-        lacking = [c for c in cap_ids if c not in by_source]
+        targets_of: dict[str, list[str]] = {}
+        for source, cid in zip(mt.column("source_id").to_pylist(), mt.column("caption_id").to_pylist(), strict=True):
+            targets_of.setdefault(source, []).append(cid)
+        lacking = [c for c in cap_ids if c not in targets_of]
         if lacking:
             raise ValueError(f"{inputs.translations}: {len(lacking)} {split} English caption(s) have no "
                              f"{inputs.lang} translation (field 'source_id'), e.g. {lacking[:3]}")
-        target_ids = [by_source[c] for c in cap_ids]
+        # one row per (English caption, one of its translations): several with MT in several languages
+        pairs = [(c, img, t) for c, img in zip(cap_ids, cap_imgs, strict=True) for t in sorted(targets_of[c])]
+        cap_ids, cap_imgs, target_ids = (list(col) for col in zip(*pairs, strict=True))
     else:
         target_ids = list(cap_ids)
     image_ids = sorted(set(cap_imgs))

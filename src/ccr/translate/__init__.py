@@ -24,7 +24,16 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_captions, validate_captions
-from ccr.io import Part, Progress, ShardedWriter, fingerprint, plan_shards, read_fingerprint
+from ccr.io import (
+    Part,
+    Progress,
+    ShardedWriter,
+    fingerprint,
+    plan_shards,
+    read_fingerprint,
+    stamp,
+    write_table_atomic,
+)
 from ccr.keys import numeric_params
 from ccr.registry import Registry
 
@@ -32,7 +41,8 @@ log = logging.getLogger("ccr.translate")
 
 TRANSLATED_SPLITS = ("train", "val")
 
-__all__ = ["TRANSLATORS", "Translator", "TranslationError", "select_sources", "translate_captions"]
+__all__ = ["TRANSLATORS", "Translator", "TranslationError", "combine_translations", "select_sources",
+           "translate_captions"]
 
 
 @runtime_checkable
@@ -147,3 +157,26 @@ def translate_captions(
         writer.write(table)
         progress.update(len(chunk))
     writer.finish(order=mine, part=part, positions=index if part else None)
+
+
+def combine_translations(paths: list[str | os.PathLike], out_path: str | os.PathLike) -> pa.Table:
+    """One MT table from the MT tables of several languages (a student trained on all of them).
+
+    Rows keep their languages (caption ids ``<source>#mt-<lang>`` are unique across languages); the
+    output's fingerprint chains the inputs' fingerprints.
+    """
+    if not paths:
+        raise ValueError(f"{out_path}: no translation tables to combine")
+    tables = [validate_captions(read_captions(p), where=str(p)) for p in paths]
+    for path, table in zip(paths, tables, strict=True):
+        if table.num_rows and set(table.column("origin").to_pylist()) != {"mt"}:
+            raise TranslationError(f"{path}: not a translations table (field 'origin' is not 'mt' everywhere)")
+    table = pa.concat_tables(tables)
+    ids = table.column("caption_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise TranslationError(f"{out_path}: the tables share caption ids (the same language twice?)")
+    fp = fingerprint("combine_translations", {}, {f"mt{i}": read_fingerprint(p) for i, p in enumerate(paths)})
+    write_table_atomic(stamp(table, fp), out_path)
+    log.info("combined %d translation table(s), %d rows (%s) -> %s", len(paths), table.num_rows,
+             ", ".join(sorted(set(table.column("lang").to_pylist()))), out_path)
+    return table
