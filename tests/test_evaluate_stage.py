@@ -164,3 +164,17 @@ def test_query_subset_by_language_code_and_pattern(tmp_path):
     with pytest.raises(ValueError, match=r"#fr9"):
         evaluate(retriever, inputs, lang="fr-k9", ks=(1,), out_dir=tmp_path / "out2", query_lang="fr",
                  query_pattern="#fr9")
+
+
+def test_gallery_embedded_once_gives_the_same_metrics(tmp_path):
+    from ccr.evaluate import embed_gallery
+
+    inputs = make_dataset(tmp_path)
+    direct = evaluate(RandomRetriever(3), inputs, "fr", (1, 5, 10), tmp_path / "direct")
+    ret = RandomRetriever(3)  # draws images first, then texts, as the direct run did
+    embed_gallery(ret, inputs, tmp_path / "gallery.parquet")
+    shared = evaluate(ret, inputs, "fr", (1, 5, 10), tmp_path / "shared", gallery=tmp_path / "gallery.parquet")
+    assert shared == direct
+    assert (tmp_path / "direct" / "metrics.json").read_bytes() == (tmp_path / "shared" / "metrics.json").read_bytes()
+    with pytest.raises(ValueError, match="not the .* images evaluated"):
+        evaluate(ret, inputs, "fr", (1, 5, 10), tmp_path / "x", gallery=tmp_path / "gallery.parquet", split="val")

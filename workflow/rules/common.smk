@@ -151,6 +151,7 @@ wildcard_constraints:
     tkey="[0-9a-f]{10}",
     skey="[0-9a-f]{10}",
     ekey="[0-9a-f]{10}",
+    gkey="[0-9a-f]{10}",
     source=r"[^/]+",
     scatteritem=r"\d+-of-\d+",
 
@@ -327,6 +328,7 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     key = stable_hash([what, query])
     return SimpleNamespace(
         key=key,
+        gallery=stable_hash([what, query["split"]]),
         lang=lang,
         trainset=trainset,
         query=query,
@@ -334,6 +336,11 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         params=student_plan(system, trainset).params,
         use_slots=student is None or student_plan(system, trainset).use_slots,
     )
+
+
+def gallery_path(system: str, lang: str, seed) -> str:
+    """The evaluated split's images embedded once per model (shared by its query sets)."""
+    return f"{RUNS_DIR}/galleries/{eval_plan(system, lang, seed).gallery}.parquet"
 
 
 def eval_dir(system: str, lang: str, seed) -> str:
@@ -344,6 +351,7 @@ def eval_dir(system: str, lang: str, seed) -> str:
 STUDENTS = {}
 TEACHERS = {}
 EVALS = {}
+GALLERIES = {}
 for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
@@ -355,9 +363,9 @@ for _system in SYSTEMS:
                 (_trainset, teacher_plan(_system, _trainset).key), _system
             )
         for _seed in SEEDS:
-            EVALS.setdefault(
-                eval_plan(_system, _lang, _seed).key, (_system, _lang, _seed)
-            )
+            _eval = eval_plan(_system, _lang, _seed)
+            EVALS.setdefault(_eval.key, (_system, _lang, _seed))
+            GALLERIES.setdefault(_eval.gallery, (_system, _lang, _seed))
 
 
 # ---- scatter/gather ----------------------------------------------------------------------------
@@ -509,13 +517,31 @@ def training_language(trainset: str) -> str:
     return "en" if trainset == NO_MT else trainset.split(".", 1)[0]
 
 
-def evaluate_inputs(wildcards) -> dict:
-    system, lang, seed = EVALS[wildcards.ekey]
+def model_inputs(system: str, lang: str, seed) -> dict:
+    """What embedding with a trained student (or the zero-shot system) reads."""
     plan = eval_plan(system, lang, seed)
     inputs = data_inputs(plan.trainset, descriptions=plan.use_slots)
     if plan.student:
         inputs["student"] = plan.student
     return inputs
+
+
+def evaluate_inputs(wildcards) -> dict:
+    system, lang, seed = EVALS[wildcards.ekey]
+    return {
+        **model_inputs(system, lang, seed),
+        "gallery": gallery_path(system, lang, seed),
+    }
+
+
+def gallery_inputs(wildcards) -> dict:
+    return model_inputs(*GALLERIES[wildcards.gkey])
+
+
+def gallery_params(wildcards) -> dict:
+    system, lang, seed = GALLERIES[wildcards.gkey]
+    plan = eval_plan(system, lang, seed)
+    return {"student": plan.params, "split": plan.query["split"]}
 
 
 def evaluate_params(wildcards) -> dict:

@@ -1,5 +1,27 @@
-# ccr.evaluate: FAISS Recall@K on the test split (the first and only time test rows are read).
-# {ekey} hashes what is evaluated (the trained student, or the zero-shot system) and the query set.
+# ccr.evaluate: FAISS Recall@K on the test split (the first and only time test rows are read), or on
+# val when a config chooses settings. {gkey} hashes the model and the split: its gallery is embedded
+# once and shared by every query set; {ekey} hashes the model and the query set.
+
+
+rule embed_gallery:
+    input:
+        unpack(gallery_inputs),
+    output:
+        f"{RUNS_DIR}/galleries/{{gkey}}.parquet",
+    log:
+        f"logs/{DS}/embed_gallery/{{gkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/embed_gallery/{{gkey}}.tsv"
+    conda:
+        conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=job_resource("evaluate", "gpu"),
+    params:
+        spec=gallery_params,
+    script:
+        "../scripts/embed_gallery.py"
 
 
 rule evaluate:

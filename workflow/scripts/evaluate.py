@@ -22,6 +22,7 @@ def main(snakemake) -> None:
         out_dir=Path(snakemake.output.metrics).parent,
         query_pattern=query["pattern"],
         split=query["split"],
+        gallery=snakemake.input.gallery,
     )
 
 

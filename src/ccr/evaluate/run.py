@@ -14,10 +14,12 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ccr.data.tables import read_captions, read_images
 from ccr.evaluate.metrics import l2_normalise, retrieval_ranks, search, summarise_ranks
-from ccr.io import Progress, batched, write_table_atomic, write_text_atomic
+from ccr.features.store import fixed_list
+from ccr.io import Progress, batched, stamp, write_table_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,41 @@ def _embed(fn, ids: list[str], what: str) -> np.ndarray:
         parts.append(emb.astype(np.float32, copy=False))
         progress.update(len(chunk))
     return l2_normalise(np.concatenate(parts), what, copy=False)  # the concatenation is ours: normalise in place
+
+
+def split_image_ids(images_path: str | os.PathLike, split: str) -> list[str]:
+    images = read_images(images_path)
+    return images.filter(pc.equal(images["split"], split))["image_id"].to_pylist()
+
+
+def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike, split: str = "test",
+                  fingerprint_: str | None = None) -> pa.Table:
+    """The ``split``'s images embedded once by ``retriever`` -> ``out_path`` (image_id, embedding).
+
+    Every query set a model is evaluated on reads these instead of embedding the gallery again.
+    """
+    image_ids = split_image_ids(inputs.images, split)
+    if not image_ids:
+        raise ValueError(f"{inputs.images}: no images with split == '{split}'")
+    emb = _embed(retriever.embed_images, image_ids, f"{split} images")
+    table = pa.table({"image_id": pa.array(image_ids, pa.string()), "embedding": fixed_list(emb)})
+    if fingerprint_:
+        table = stamp(table, fingerprint_)
+    write_table_atomic(table, out_path)
+    log.info("gallery: %d %s images, dim %d -> %s", len(image_ids), split, emb.shape[1], out_path)
+    return table
+
+
+def read_gallery(path: str | os.PathLike, image_ids: Sequence[str]) -> np.ndarray:
+    """The gallery embeddings of ``image_ids`` (in that order) from :func:`embed_gallery`'s file."""
+    table = pq.read_table(path)
+    ids = table["image_id"].to_pylist()
+    if ids != list(image_ids):
+        raise ValueError(f"{path}: gallery images ({len(ids)}) are not the {len(image_ids)} images evaluated "
+                         "(made from another images table?)")
+    emb = table["embedding"].combine_chunks()
+    return l2_normalise(emb.flatten().to_numpy().reshape(len(ids), emb.type.list_size).astype(np.float32),
+                        "gallery embeddings")
 
 
 def _stable_key(text: str) -> str:
@@ -98,6 +135,7 @@ def evaluate(
     query_lang: str | None = None,
     query_pattern: str | None = None,
     split: str = "test",
+    gallery: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate ``retriever`` on ``split`` (the test split; ``val`` for choosing settings) for captions in
     ``lang``; returns the metrics row.
@@ -105,6 +143,9 @@ def evaluate(
     ``lang`` names the query set in the tags (e.g. ``de-task2``); the queries are the human test
     captions in ``query_lang`` (default: ``lang``) whose caption_id matches the regular expression
     ``query_pattern`` when given (e.g. ``#t2-`` for Multi30K task2 captions).
+
+    ``gallery``: the split's image embeddings made once by :func:`embed_gallery` (shared by every query
+    set a model is evaluated on), else they are embedded here.
 
     Writes ``out_dir/metrics.parquet`` (one row: tags, n_queries, n_images, recalls, mr, MedR, MeanR),
     ``out_dir/metrics.json`` (same values) and ``out_dir/examples.parquet`` (top-5 for 20 fixed queries).
@@ -144,7 +185,10 @@ def evaluate(
     q2g = np.array([row_of[iid] for iid in caption_images], dtype=np.int64)
 
     log.info("evaluate %s: %d queries, %d gallery images", lang, len(caption_ids), len(image_ids))
-    gallery = _embed(retriever.embed_images, image_ids, "test images")
+    if gallery is None:
+        gallery = _embed(retriever.embed_images, image_ids, f"{split} images")
+    else:
+        gallery = read_gallery(gallery, image_ids)
     query = _embed(retriever.embed_texts, caption_ids, f"test captions ({lang})")
     if gallery.shape[1] != query.shape[1]:
         raise ValueError(f"image embeddings have dim {gallery.shape[1]} but text embeddings dim {query.shape[1]}")

@@ -1,0 +1,20 @@
+"""Snakemake script for rule embed_gallery: the evaluated split's images embedded once per model."""
+
+from pathlib import Path
+
+from ccr.evaluate import embed_gallery
+from ccr.io import setup_logging
+from ccr.train import TrainInputs, load_retriever
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    spec = snakemake.params.spec
+    inputs = TrainInputs.from_mapping(snakemake.input, lang="en")
+    student = snakemake.input.get("student")
+    retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
+    embed_gallery(retriever, inputs, snakemake.output[0], split=spec["split"])
+
+
+if __name__ == "__main__":
+    main(globals()["snakemake"])
