@@ -176,5 +176,7 @@ def test_gallery_embedded_once_gives_the_same_metrics(tmp_path):
     shared = evaluate(ret, inputs, "fr", (1, 5, 10), tmp_path / "shared", gallery=tmp_path / "gallery.parquet")
     assert shared == direct
     assert (tmp_path / "direct" / "metrics.json").read_bytes() == (tmp_path / "shared" / "metrics.json").read_bytes()
+    (tmp_path / "other").mkdir()
+    other = make_dataset(tmp_path / "other", n_test=N_TEST - 1)  # a gallery made from other images
     with pytest.raises(ValueError, match="not the .* images evaluated"):
-        evaluate(ret, inputs, "fr", (1, 5, 10), tmp_path / "x", gallery=tmp_path / "gallery.parquet", split="val")
+        evaluate(ret, other, "fr", (1, 5, 10), tmp_path / "x", gallery=tmp_path / "gallery.parquet")
