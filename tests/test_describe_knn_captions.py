@@ -102,6 +102,12 @@ def test_rows_layout_views_order_and_determinism():
     # deterministic, also when the captions table comes in another row order
     shuffled = captions.take(pa.array(np.random.default_rng(1).permutation(captions.num_rows)))
     assert describe_by_neighbours(images, shuffled, feats, k=6, views=5).equals(out)
+    # a subset of images (any order) gets exactly its rows of the full output
+    some = [ids[7], ids[40], ids[2]]
+    sub = describe_by_neighbours(images, captions, feats, k=6, views=5, image_ids=some)
+    full = dict(zip(out.column("caption_id").to_pylist(), out.column("text").to_pylist(), strict=True))
+    assert sub.column("text").to_pylist() == [full[c] for c in sub.column("caption_id").to_pylist()]
+    assert sub.column("image_id").to_pylist()[::5] == some
     # dedup on: the views of an image are different sentences
     for texts in _texts_by_image(out).values():
         assert len({normalise_text(t) for t in texts}) == 5

@@ -129,33 +129,42 @@ class KnnCaptionDescriber:
             captions_per_neighbour, dedup, center, feature)
 
     # ---------------------------------------------------------------- public
-    def describe_table(self, images: pa.Table, captions: pa.Table,
-                       features: Features | str | os.PathLike) -> pa.Table:
-        """Description rows (captions schema) for every image of ``images``, image order then view order."""
-        table, _ = self.describe_with_sources(images, captions, features)
+    def describe_table(self, images: pa.Table, captions: pa.Table, features: Features | str | os.PathLike,
+                       image_ids: list[str] | None = None) -> pa.Table:
+        """Description rows (captions schema) for every image of ``images`` (or only ``image_ids``, in
+        that order; the neighbours still come from all training images), image order then view order."""
+        table, _ = self.describe_with_sources(images, captions, features, image_ids)
         return table
 
     def describe_with_sources(self, images: pa.Table, captions: pa.Table, features: Features | str | os.PathLike,
-                              ) -> tuple[pa.Table, list[list[list[str]]]]:
+                              image_ids: list[str] | None = None) -> tuple[pa.Table, list[list[list[str]]]]:
         """As :meth:`describe_table`, plus, per image and view, the caption_ids the view was made of."""
         images = validate_images(images, where="knn-captions images")
         captions = validate_captions(captions, where="knn-captions captions")
-        image_ids = images.column("image_id").to_pylist()
-        splits = images.column("split").to_pylist()
+        all_ids = images.column("image_id").to_pylist()
+        row_of = {iid: i for i, iid in enumerate(all_ids)}
+        if image_ids is None:
+            image_ids = all_ids
+        unknown = [i for i in image_ids if i not in row_of]
+        if unknown:
+            raise KeyError(f"knn-captions: image_ids not in the images table, e.g. {unknown[:3]}")
+        query_rows = np.array([row_of[i] for i in image_ids], dtype=np.int64)
+        all_splits = images.column("split").to_pylist()
+        splits = [all_splits[r] for r in query_rows]
         pool = self._pool(images, captions)
-        vectors = self._vectors(features, image_ids)
+        vectors = self._vectors(features, all_ids)
         train_rows = pool.image_rows
-        neighbours = self._search(vectors, train_rows)  # (n_images, k) indices into the pool images
+        neighbours = self._search(vectors, train_rows, query_rows)  # (n, k) indices into the pool images
         idf, word_ids = _idf(pool.norm) if self.order == "consensus" else (None, None)
 
         own_of_row = {int(r): j for j, r in enumerate(train_rows)}  # images-table row -> pool image
         sources: list[list[list[str]]] = []
         texts: list[list[str]] = []
         padded = 0
-        for row in range(len(image_ids)):
-            own = own_of_row.get(row) if splits[row] == "train" else None
+        for q, row in enumerate(query_rows.tolist()):
+            own = own_of_row.get(row) if all_splits[row] == "train" else None
             own_norm = set() if own is None else set(pool.norm[pool.starts[own]:pool.starts[own + 1]])
-            units = self._units(pool, neighbours[row], own_norm, idf, word_ids)
+            units = self._units(pool, neighbours[q], own_norm, idf, word_ids)
             if len(units) < self.views:
                 padded += 1
             chosen = [units[v % len(units)] for v in range(self.views)]
@@ -164,8 +173,8 @@ class KnnCaptionDescriber:
         if padded:
             log.info("knn-captions: %d of %d images had fewer than %d distinct candidates; their views repeat",
                      padded, len(image_ids), self.views)
-        table = self._rows(image_ids, splits, texts)
-        self._check(image_ids, splits, captions, sources, pool)
+        table = self._rows(list(image_ids), splits, texts)
+        self._check(list(image_ids), splits, captions, sources, pool)
         return table, sources
 
     # ---------------------------------------------------------------- steps
@@ -211,22 +220,26 @@ class KnnCaptionDescriber:
             raise KeyError(f"knn-captions: image feature table{where}: {err.args[0]}") from err
         return np.asarray(feats.pooled, dtype=np.float32)
 
-    def _search(self, vectors: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
-        """(n_images, k) pool-image indices of each image's nearest training images, nearest first."""
+    def _search(self, vectors: np.ndarray, train_rows: np.ndarray, query_rows: np.ndarray | None = None,
+                ) -> np.ndarray:
+        """(n_queries, k) pool-image indices of the nearest training images of the images at ``query_rows``
+        (rows of ``vectors``; all by default), nearest first."""
         x = vectors.astype(np.float64)
         if self.center:
             x = x - x[train_rows].mean(axis=0)  # train images only: val/test pixels move nothing
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         x = x.astype(np.float32)
         base = np.ascontiguousarray(x[train_rows].T)  # (D, n_train)
-        n, n_train, k = len(x), len(train_rows), self.k
-        own = np.full(n, -1, dtype=np.int64)
-        own[train_rows] = np.arange(n_train)
+        query_rows = np.arange(len(x)) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
+        n, n_train, k = len(query_rows), len(train_rows), self.k
+        own_all = np.full(len(x), -1, dtype=np.int64)
+        own_all[train_rows] = np.arange(n_train)
+        own = own_all[query_rows]  # pool index of each query image when it is a training image, else -1
         chunk = max(1, _SIM_BUDGET // max(n_train, 1))
         out = np.empty((n, k), dtype=np.int64)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            sims = x[lo:hi] @ base  # (b, n_train)
+            sims = x[query_rows[lo:hi]] @ base  # (b, n_train)
             rows = np.nonzero(own[lo:hi] >= 0)[0]
             sims[rows, own[lo:hi][rows]] = -np.inf  # leave-one-out: never one's own neighbour
             cand = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -320,17 +333,18 @@ class KnnCaptionDescriber:
 def describe_by_neighbours(images: pa.Table, captions: pa.Table, features: Features | str | os.PathLike,
                            k: int = 10, views: int = 3, view: str = "caption", order: str = "consensus",
                            captions_per_neighbour: int | None = None, dedup: bool = True, center: bool = True,
-                           feature: str = "pooled") -> pa.Table:
+                           feature: str = "pooled", image_ids: list[str] | None = None) -> pa.Table:
     """Descriptions of every image of ``images`` from its nearest training images' English human captions.
 
     ``images``: images table (all splits are described); ``captions``: captions table (only English human
     TRAIN rows are read); ``features``: image feature table (path or :class:`~ccr.features.store.Features`)
-    with a row for every image. Params: see :class:`KnnCaptionDescriber`. Returns a captions-schema table of
-    ``len(images) * views`` rows.
+    with a row for every image. ``image_ids``: describe only these (in that order), e.g. val for a quick
+    selection run; neighbours still come from all training images. Params: see :class:`KnnCaptionDescriber`.
+    Returns a captions-schema table of ``len(images) * views`` rows (``len(image_ids) * views``).
     """
     return KnnCaptionDescriber(k=k, views=views, view=view, order=order,
                                captions_per_neighbour=captions_per_neighbour, dedup=dedup, center=center,
-                               feature=feature).describe_table(images, captions, features)
+                               feature=feature).describe_table(images, captions, features, image_ids)
 
 
 def _join(texts: list[str]) -> str:
