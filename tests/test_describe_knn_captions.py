@@ -137,6 +137,20 @@ def test_nearest_order_is_round_robin_over_neighbours_and_own_text_dropped():
     assert t2.column("text").to_pylist()[:2] == ["first of 1. second of 1.", "first of 2. second of 2."]
 
 
+def test_own_text_dropped_even_when_not_a_candidate_caption():
+    # captions_per_neighbour=1 keeps only im0#a as im0's candidate, but im0's OTHER caption (im0#b) is still
+    # its own: the neighbour caption with the same words must not describe im0.
+    images = _images(["train", "train", "train", "train"])
+    feats = Features(ids=[f"im{i}" for i in range(4)],
+                     pooled=np.array([[1, 0.0], [1, 0.1], [1, 0.2], [1, 0.3]], np.float32))
+    rows = [("im0#a", "im0", "en", "zero a", "human", "train"), ("im0#b", "im0", "en", "A cat sleeps", "human", "train"),
+            ("im1#a", "im1", "en", "a cat sleeps.", "human", "train"), ("im2#a", "im2", "en", "two a", "human", "train"),
+            ("im3#a", "im3", "en", "three a", "human", "train")]
+    _, sources = KnnCaptionDescriber(k=2, views=2, order="nearest", captions_per_neighbour=1,
+                                     center=False).describe_with_sources(images, _captions(rows), feats)
+    assert sources[0] == [["im2#a"], ["im2#a"]]  # im1's only candidate is im0's own sentence
+
+
 def test_consensus_prefers_what_neighbours_agree_on():
     images = _images(["val", "train", "train", "train", "train"])
     feats = Features(ids=[f"im{i}" for i in range(5)],

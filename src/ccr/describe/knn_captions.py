@@ -75,6 +75,8 @@ class _Pool:
     norm: list[str]
     image_rows: np.ndarray         # (n_pool_images,) row of each pool image in the images table
     starts: np.ndarray             # (n_pool_images + 1,) its captions are caption_ids[starts[j]:starts[j+1]]
+    own_norm: dict[str, set[str]]  # train image_id -> normalised texts of ALL its captions (not only the
+                                   # captions_per_neighbour kept as candidates): leave-one-out is on all of them
 
 
 class KnnCaptionDescriber:
@@ -157,13 +159,12 @@ class KnnCaptionDescriber:
         neighbours = self._search(vectors, train_rows, query_rows)  # (n, k) indices into the pool images
         idf, word_ids = _idf(pool.norm) if self.order == "consensus" else (None, None)
 
-        own_of_row = {int(r): j for j, r in enumerate(train_rows)}  # images-table row -> pool image
         sources: list[list[list[str]]] = []
         texts: list[list[str]] = []
         padded = 0
         for q, row in enumerate(query_rows.tolist()):
-            own = own_of_row.get(row) if all_splits[row] == "train" else None
-            own_norm = set() if own is None else set(pool.norm[pool.starts[own]:pool.starts[own + 1]])
+            # own captions are looked up for train images only: val/test captions are never read
+            own_norm = pool.own_norm.get(all_ids[row], set()) if all_splits[row] == "train" else set()
             units = self._units(pool, neighbours[q], own_norm, idf, word_ids)
             if len(units) < self.views:
                 padded += 1
@@ -197,7 +198,9 @@ class KnnCaptionDescriber:
         keep.sort(key=lambda t: (row_of[t[1]], t[0]))
         cpn = self.captions_per_neighbour
         per_image: dict[str, list[tuple[str, str]]] = {}
+        own_norm: dict[str, set[str]] = {}
         for cid, iid, text in keep:
+            own_norm.setdefault(iid, set()).add(normalise_text(text))
             group = per_image.setdefault(iid, [])
             if cpn is None or len(group) < cpn:
                 group.append((cid, text))
@@ -209,7 +212,7 @@ class KnnCaptionDescriber:
             raise ValueError(f"knn-captions: param 'k' ({self.k}) needs at least k + 1 = {self.k + 1} training "
                              f"images with English human captions (leave-one-out); the data has {len(rows)}")
         return _Pool(caption_ids=[c for c, _ in flat], texts=[t for _, t in flat],
-                     norm=[normalise_text(t) for _, t in flat], image_rows=rows, starts=starts)
+                     norm=[normalise_text(t) for _, t in flat], image_rows=rows, starts=starts, own_norm=own_norm)
 
     def _vectors(self, features: Features | str | os.PathLike, image_ids: list[str]) -> np.ndarray:
         feats = features if isinstance(features, Features) else read_features(features, with_tokens=False)
@@ -314,9 +317,7 @@ class KnnCaptionDescriber:
         cap_image = dict(zip(captions.column("caption_id").to_pylist(), captions.column("image_id").to_pylist(),
                              strict=True))
         norm_of = dict(zip(pool.caption_ids, pool.norm, strict=True))
-        own_norm: dict[str, set[str]] = {}
-        for cid, iid in zip(pool.caption_ids, (cap_image[c] for c in pool.caption_ids), strict=True):
-            own_norm.setdefault(iid, set()).add(norm_of[cid])
+        own_norm = pool.own_norm
         for iid, split, views in zip(image_ids, splits, sources, strict=True):
             for unit in views:
                 for cid in unit:
