@@ -52,7 +52,8 @@ def _texts_by_image(table: pa.Table) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("params", [
-    {}, {"order": "nearest"}, {"view": "neighbour", "views": 3, "k": 5}, {"dedup": False, "center": False},
+    {}, {"view": "caption", "order": "consensus", "captions_per_neighbour": None}, {"view": "caption", "k": 10},
+    {"view": "neighbour", "views": 3, "k": 5, "order": "consensus"}, {"dedup": False, "center": False},
     {"captions_per_neighbour": 1, "k": 4, "views": 4},
 ])
 def test_leak_rules(params):
@@ -124,7 +125,7 @@ def test_nearest_order_is_round_robin_over_neighbours_and_own_text_dropped():
                  (f"im{i}#b", f"im{i}", "en", f"second of {i}", "human", "train")]
     rows.append(("im2#c", "im2", "en", "a dog  runs", "human", "train"))  # same sentence as im0's own caption
     rows.append(("im4#a", "im4", "en", "val caption", "human", "val"))
-    d = KnnCaptionDescriber(k=3, views=7, order="nearest", center=False)
+    d = KnnCaptionDescriber(k=3, views=7, view="caption", order="nearest", captions_per_neighbour=None, center=False)
     table, sources = d.describe_with_sources(images, _captions(rows), feats)
     # im2#c (= im0's own sentence) is never offered to im0: 6 candidates left, the 7th view cycles
     assert sources[0] == [["im1#a"], ["im2#a"], ["im3#a"], ["im1#b"], ["im2#b"], ["im3#b"], ["im1#a"]]
@@ -132,7 +133,8 @@ def test_nearest_order_is_round_robin_over_neighbours_and_own_text_dropped():
     assert sources[1][:3] == [["im2#a"], ["im0#a"], ["im3#a"]]
     # val image 4 may get im2's "a dog runs" (not its own), and nothing from itself
     assert all(cid != "im4#a" for unit in sources[4] for cid in unit)
-    neighbour = KnnCaptionDescriber(k=3, views=2, view="neighbour", order="nearest", center=False)
+    neighbour = KnnCaptionDescriber(k=3, views=2, view="neighbour", order="nearest", captions_per_neighbour=None,
+                                    center=False)
     t2 = neighbour.describe_table(images, _captions(rows), feats)
     assert t2.column("text").to_pylist()[:2] == ["first of 1. second of 1.", "first of 2. second of 2."]
 
@@ -146,7 +148,7 @@ def test_own_text_dropped_even_when_not_a_candidate_caption():
     rows = [("im0#a", "im0", "en", "zero a", "human", "train"), ("im0#b", "im0", "en", "A cat sleeps", "human", "train"),
             ("im1#a", "im1", "en", "a cat sleeps.", "human", "train"), ("im2#a", "im2", "en", "two a", "human", "train"),
             ("im3#a", "im3", "en", "three a", "human", "train")]
-    _, sources = KnnCaptionDescriber(k=2, views=2, order="nearest", captions_per_neighbour=1,
+    _, sources = KnnCaptionDescriber(k=2, views=2, view="caption", order="nearest", captions_per_neighbour=1,
                                      center=False).describe_with_sources(images, _captions(rows), feats)
     assert sources[0] == [["im2#a"], ["im2#a"]]  # im1's only candidate is im0's own sentence
 
@@ -159,39 +161,43 @@ def test_consensus_prefers_what_neighbours_agree_on():
             ("im2#a", "im2", "en", "a brown dog runs on the grass", "human", "train"),
             ("im3#a", "im3", "en", "a dog running on green grass", "human", "train"),
             ("im4#a", "im4", "en", "the dog plays in the grass", "human", "train")]
-    d = KnnCaptionDescriber(k=3, views=3, order="consensus", center=False)
+    d = KnnCaptionDescriber(k=3, views=3, view="caption", order="consensus", center=False)
     _, sources = d.describe_with_sources(images, _captions(rows), feats)
     assert sources[0][-1] == ["im1#a"] and sources[0][0] != ["im1#a"]
-    _, near = KnnCaptionDescriber(k=3, views=3, order="nearest", center=False).describe_with_sources(
+    _, near = KnnCaptionDescriber(k=3, views=3, view="caption", order="nearest", center=False).describe_with_sources(
         images, _captions(rows), feats)
     assert near[0][0] == ["im1#a"]
 
 
-def test_synthetic_default_dataset(tmp_path):
+@pytest.mark.parametrize("params", [{}, {"view": "caption", "k": 5, "views": 3}])
+def test_synthetic_default_dataset(tmp_path, params):
     from ccr.data import synthetic
 
     images, captions = synthetic.build(tmp_path, seed=0, n_train=24, n_val=4, n_test=6, image_size=32)
     rng = np.random.default_rng(0)
     feats = Features(ids=images.column("image_id").to_pylist(),
                      pooled=rng.normal(size=(images.num_rows, 8)).astype(np.float32))
-    out = describe_by_neighbours(images, captions, feats, k=5, views=3)
-    assert out.num_rows == 3 * images.num_rows
+    d = KnnCaptionDescriber(**params)
+    out, sources = d.describe_with_sources(images, captions, feats)
+    assert out.num_rows == d.views * images.num_rows
+    cols = {c: captions.column(c).to_pylist() for c in ("caption_id", "image_id", "text", "split", "lang", "origin")}
+    by_id = {cid: i for i, cid in enumerate(cols["caption_id"])}
     own = {}
-    for iid, text in zip(captions.column("image_id").to_pylist(), captions.column("text").to_pylist(), strict=True):
-        own.setdefault(iid, set()).add(normalise_text(text))
-    non_train = {normalise_text(t) for t, s in zip(captions.column("text").to_pylist(),
-                                                   captions.column("split").to_pylist(), strict=True) if s != "train"}
-    train_texts = {normalise_text(t) for t, s, lg in zip(*(captions.column(c).to_pylist() for c in
-                                                           ("text", "split", "lang")), strict=True)
-                   if s == "train" and lg == "en"}
-    for iid, text, split in zip(*(out.column(c).to_pylist() for c in ("image_id", "text", "split")), strict=True):
-        assert normalise_text(text) in train_texts
+    for iid, text, split in zip(cols["image_id"], cols["text"], cols["split"], strict=True):
         if split == "train":
-            assert normalise_text(text) not in own[iid]
-        else:  # grammar captions can repeat across splits; the French test queries never can
-            assert normalise_text(text) not in {normalise_text(t) for t, lg in zip(
-                captions.column("text").to_pylist(), captions.column("lang").to_pylist(), strict=True) if lg != "en"}
-    assert non_train  # the data does have val/test captions that were available to leak
+            own.setdefault(iid, set()).add(normalise_text(text))
+    for iid, split, views in zip(images.column("image_id").to_pylist(), images.column("split").to_pylist(), sources,
+                                 strict=True):
+        for unit in views:
+            for cid in unit:
+                i = by_id[cid]
+                assert (cols["split"][i], cols["lang"][i], cols["origin"][i]) == ("train", "en", "human")
+                assert cols["image_id"][i] != iid
+                if split == "train":  # grammar captions repeat across images: the sentence is still not its own
+                    assert normalise_text(cols["text"][i]) not in own[iid]
+    # 2 captions per image: a 'neighbour' view joins both; the French test queries never appear
+    french = [t for t, lg in zip(cols["text"], cols["lang"], strict=True) if lg != "en"]
+    assert french and not any(f in t for f in french for t in out.column("text").to_pylist())
 
 
 def test_chunked_search_matches_full_sort(monkeypatch):
@@ -241,11 +247,11 @@ def test_bad_data_named():
     with pytest.raises(ValueError, match=r"'k' \(5\).*data has 4"):
         describe_by_neighbours(images, captions, feats, k=5)
     with pytest.raises(KeyError, match="im3"):
-        describe_by_neighbours(images, captions, feats.take([f"im{i}" for i in range(16) if i != 3]), k=2)
+        describe_by_neighbours(images, captions, feats.take([f"im{i}" for i in range(16) if i != 3]), k=2, views=2)
     val_only = captions.filter(pa.array([s != "train" for s in captions.column("split").to_pylist()]))
     with pytest.raises(ValueError, match="no English human training captions"):
-        describe_by_neighbours(images, val_only, feats, k=2)
+        describe_by_neighbours(images, val_only, feats, k=2, views=2)
     # a caption that claims to be train while its image is val is refused, not used
     bad = pa.concat_tables([captions, _captions([("x", "im5", "en", "sneaky", "human", "train")])])
     with pytest.raises(LeakError, match="'x'"):
-        describe_by_neighbours(images, bad, feats, k=2)
+        describe_by_neighbours(images, bad, feats, k=2, views=2)
