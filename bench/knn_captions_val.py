@@ -136,8 +136,9 @@ class PassageCache:
         os.replace(tmp, self.path)
 
 
-# (name, KnnCaptionDescriber params): the grid read on val. Views are averaged into one image vector.
-GRID: list[dict] = (
+# KnnCaptionDescriber params read on val (unset params: all captions of a neighbour, centring on; written
+# out so the grid does not move when the describer's defaults do). Views are averaged into one image vector.
+_GRID: list[dict] = (
     [{"k": k, "views": v, "view": "caption", "order": o}
      for o in ("nearest", "consensus") for k, v in ((1, 1), (3, 3), (5, 5), (10, 5), (10, 10), (20, 10), (30, 20))]
     + [{"k": k, "views": k, "view": "neighbour", "order": "nearest"} for k in (3, 5, 10)]
@@ -149,6 +150,7 @@ GRID: list[dict] = (
        {"k": 10, "views": 5, "view": "caption", "order": "consensus", "center": False},
        {"k": 10, "views": 5, "view": "caption", "order": "consensus", "captions_per_neighbour": 1}]
 )
+GRID = [{"captions_per_neighbour": None, "center": True, **g} for g in _GRID]
 
 
 def evaluate(args: argparse.Namespace, images: pa.Table, captions: pa.Table) -> None:
@@ -200,9 +202,11 @@ def evaluate(args: argparse.Namespace, images: pa.Table, captions: pa.Table) -> 
             feats = Features(ids=ids, pooled=pooled)
             # the whole grid on the first encoder's plain features; a few settings on the others
             grid = GRID if (encoder, variant) == (args.encoders[0], "plain") else [
-                g for g in GRID if g in ({"k": 10, "views": 5, "view": "caption", "order": "consensus"},
+                g for g in GRID if {k: v for k, v in g.items() if v is not None and k != "center"} in ({"k": 10, "views": 5, "view": "caption", "order": "consensus"},
                                          {"k": 30, "views": 20, "view": "caption", "order": "nearest"},
                                          {"k": 5, "views": 5, "view": "neighbour", "order": "nearest"},
+                                         {"k": 5, "views": 5, "view": "neighbour", "order": "nearest",
+                                          "captions_per_neighbour": 2},
                                          {"k": 10, "views": 10, "view": "neighbour", "order": "nearest"})]
             for params in grid:
                 start = time.perf_counter()
