@@ -156,12 +156,12 @@ def find_route(src: str, tgt: str, modes: Iterable[str], pivots: Sequence[str] =
             edges.setdefault(pair[0], []).append((pair[1], mode))
     rank = {lang_code(p): i for i, p in enumerate(pivots)}
     frontier: list[tuple[tuple[int, ...], tuple[str, ...], str]] = [((), (), src)]
+    reached = {src}  # a language reached in fewer hops is never a better pivot later (breadth first)
     for _ in range(max_hops):
         found, nxt = [], {}
         for cost, chain, lang in frontier:
-            visited = {src} | {mode_langs(m, plain_only=True)[1] for m in chain}
             for to, mode in edges.get(lang, []):
-                if to in visited:
+                if to in reached:
                     continue
                 item = (cost + ((rank.get(to, len(rank)),) if to != tgt else ()), chain + (mode,), to)
                 if to == tgt:
@@ -171,6 +171,7 @@ def find_route(src: str, tgt: str, modes: Iterable[str], pivots: Sequence[str] =
         if found:
             return min(found)[1]
         frontier = sorted(nxt.values())
+        reached.update(nxt)
     return None
 
 
