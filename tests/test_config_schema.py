@@ -119,7 +119,7 @@ def _tiny() -> dict:
     (lambda c: c["languages"]["fr"].update(backend="apertum"), "'apertum' is not one of"),
     (lambda c: c["describe"]["params"].update(veiws=3), "veiws"),
     (lambda c: c["describe"]["params"].update(views=9), "9 is greater than the maximum of 4"),
-    (lambda c: c["features"]["image"]["params"].update(image_size=100), "multiple of 32"),
+    (lambda c: c["features"]["image"]["params"].update(hflip="yes"), "'yes' is not of type 'boolean'"),
     (lambda c: c["languages"]["fr"].update(backend="hf-seq2seq"), "'model' is a required property"),
     (lambda c: c["dataset"]["params"].update(n_trian=3), "n_trian"),
 ])

@@ -204,3 +204,23 @@ def test_class_names_and_colours():
     assert len(names) == 1000 and names[0] == "tench" and names[999] == "toilet tissue"
     shares, brightness = colour_names(Image.new("RGB", (10, 10), (0, 0, 255)))
     assert shares == [("blue", 1.0)] and 0.9 < brightness <= 1.0
+
+
+def test_knn_captions_through_the_stage_reads_tables_not_pixels(tmp_path):
+    """The describe stage hands knn-captions the captions table and the image features (one pass over
+    the images), shards and resumes like any describer, and refuses to run without those inputs."""
+    from ccr.train.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "syn", n_images={"train": 12, "val": 4, "test": 4})
+    params = {"k": 3, "views": 2, "view": "caption", "captions_per_neighbour": 1}
+    kwargs = {"images_path": data.images, "backend": "knn-captions", "params": params,
+              "captions_path": data.captions, "image_features_path": data.image_features}
+    describe_images(out_path=tmp_path / "a.parquet", shard_size=5, **kwargs)
+    describe_images(out_path=tmp_path / "b.parquet", shard_size=100, **kwargs)
+    a = read_captions(tmp_path / "a.parquet")
+    assert a.num_rows == 20 * 2 and a.equals(read_captions(tmp_path / "b.parquet"))  # shards change nothing
+    train_text = {r["text"] for r in pq.read_table(data.captions).to_pylist()
+                  if r["split"] == "train" and r["lang"] == "en"}
+    assert set(a.column("text").to_pylist()) <= train_text  # train captions only, never val/test ones
+    with pytest.raises(ValueError, match="needs captions, image_features"):
+        describe_images(data.images, "knn-captions", params, tmp_path / "c.parquet")

@@ -96,8 +96,14 @@ def test_stage_script_does_not_rerun_under_spawn(tmp_path):
 
 
         DESCRIBERS.register("spawning", SpawningDescriber)
+
+
+        class Named(dict):  # like Snakemake's named lists: attributes and .get
+            __getattr__ = dict.get
+
+
         snakemake = SimpleNamespace(
-            log=[{str(tmp_path / "job.log")!r}], input=SimpleNamespace(images={str(tmp_path / "images.parquet")!r}),
+            log=[{str(tmp_path / "job.log")!r}], input=Named(images={str(tmp_path / "images.parquet")!r}),
             output=[{str(tmp_path / "out.parquet")!r}], threads=1,
             params=SimpleNamespace(spec={{"backend": "spawning", "params": {{}}}}, part=""),
         )
@@ -108,3 +114,18 @@ def test_stage_script_does_not_rerun_under_spawn(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert calls.read_text().count("call") == 1  # the spawned worker did not run the stage again
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 2
+
+
+def test_table_describers_known_to_the_scheduler_match_the_library():
+    """The scheduler (torch-free) knows which describers read tables; the describers say the same."""
+    from ccr.describe import DESCRIBERS
+    from ccr.jobs import TABLE_DESCRIBERS
+
+    for name in DESCRIBERS.names():
+        factory = DESCRIBERS._factories[name]
+        if isinstance(factory, str):
+            import importlib
+
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        assert tuple(getattr(factory, "needs", ())) == TABLE_DESCRIBERS.get(name, ()), name

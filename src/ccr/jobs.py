@@ -19,6 +19,11 @@ GPU_BACKENDS: dict[str, dict[str, int]] = {
 }
 
 
+# Describers that work from tables instead of pixels, and what they read beside the images table
+# (kept equal to the describers' own ``needs`` by tests/test_gpu_readiness.py).
+TABLE_DESCRIBERS: dict[str, tuple[str, ...]] = {"knn-captions": ("captions", "image_features")}
+
+
 def wants_gpu(spec: Mapping[str, Any] | None) -> bool:
     """True for a stage spec ({backend, params}) whose backend runs on a GPU (unless pinned to the CPU)."""
     return spec is not None and spec["backend"] in GPU_BACKENDS and spec.get("params", {}).get("device") != "cpu"

@@ -96,10 +96,18 @@ DATASET_SPEC = canonical(
 DATA_KEY = stable_hash(DATASET_SPEC)
 DS = f"{DATASET}-{DATA_KEY}"
 
-DESCRIBE = canonical(config["describe"])
-DESC_KEY = backend_key(DESCRIBE["backend"], DESCRIBE["params"])
 IMAGE_ENC = canonical(config["features"]["image"])
 IMAGE_KEY = encoder_key(IMAGE_ENC["backend"], IMAGE_ENC["params"])
+DESCRIBE = canonical(config["describe"])
+# a describer that reads the image features (knn-captions) describes differently with other features
+DESCRIBE_NEEDS = jobs.TABLE_DESCRIBERS.get(DESCRIBE["backend"], ())
+DESC_KEY = backend_key(
+    DESCRIBE["backend"],
+    {
+        **DESCRIBE["params"],
+        **({"image_features": IMAGE_KEY} if "image_features" in DESCRIBE_NEEDS else {}),
+    },
+)
 TEXT_ENC = canonical(config["features"]["text"])
 # with_tokens changes what the table holds, so it is part of the cache key
 TEXT_KEY = encoder_key(
@@ -466,6 +474,16 @@ def data_inputs(trainset: str, descriptions: bool = True) -> dict:
 def combined_translations(wildcards) -> list[str]:
     """The MT tables of every language, combined into the training text of ``train.text: all-mt``."""
     return sorted({translations_path(lang) for lang in mt_languages()})
+
+
+def describe_inputs(wildcards) -> dict:
+    """The images, and for a describer that works from tables, the captions and image features."""
+    inputs = {"images": f"{DATA_DIR}/images.parquet"}
+    if "captions" in DESCRIBE_NEEDS:
+        inputs["captions"] = f"{DATA_DIR}/captions.parquet"
+    if "image_features" in DESCRIBE_NEEDS:
+        inputs["image_features"] = image_features_path()
+    return inputs
 
 
 def translate_params(wildcards) -> dict:

@@ -3,7 +3,7 @@
 
 rule describe_images:
     input:
-        images=f"{DATA_DIR}/images.parquet",
+        unpack(describe_inputs),
     output:
         part_output(f"{DATA_DIR}/descriptions/{DESC_KEY}", "describe"),
     log:

@@ -15,6 +15,8 @@ def main(snakemake) -> None:
         shard_size=spec.get("shard_size", 64),
         hints={"threads": snakemake.threads},
         part=parse_part(snakemake.params.part),
+        captions_path=snakemake.input.get("captions"),
+        image_features_path=snakemake.input.get("image_features"),
     )
 
 

@@ -10,6 +10,9 @@ Backends (chosen by name in ``config.yaml``, see ``docs/backends-translate-descr
   plus pixel colour statistics turned into short template sentences; stands in for the MLLM offline.
 - ``hf-vlm``: a Hugging Face image-text-to-text model (Qwen2-VL, LLaVA, ...), one prompt per view.
 - ``vllm``: the same with vLLM on a GPU node (fast batched generation).
+- ``knn-captions`` (offline): NOT a captioning model either. The English human captions of the image's
+  nearest *training* images in image-feature space (leave-one-out, train captions only); it reads the
+  captions table and the image features instead of pixels (one pass over the images).
 - ``none``: no descriptions (an empty table), for datasets without pixels (pre-extracted video or image
   features); systems that need descriptions (slots, zero-shot) then stop with a clear error.
 """
@@ -23,7 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from ccr.data.tables import CAPTIONS_SCHEMA, read_images, validate_captions
+from ccr.data.tables import CAPTIONS_SCHEMA, read_captions, read_images, validate_captions
+from ccr.features.store import read_features
 from ccr.io import Part, Progress, ShardedWriter, fingerprint, plan_shards, read_fingerprint
 from ccr.keys import numeric_params
 from ccr.registry import Registry
@@ -50,6 +54,7 @@ DESCRIBERS: Registry[Describer] = Registry("describe")
 DESCRIBERS.register("imagenet-tags", "ccr.describe.imagenet_tags:ImageNetTagDescriber")
 DESCRIBERS.register("hf-vlm", "ccr.describe.hf_vlm:HFVLMDescriber")
 DESCRIBERS.register("vllm", "ccr.describe.vllm_backend:VLLMDescriber")
+DESCRIBERS.register("knn-captions", "ccr.describe.knn_captions:KnnCaptionDescriber")
 
 
 def describe_images(
@@ -60,8 +65,13 @@ def describe_images(
     shard_size: int = 64,
     hints: dict | None = None,
     part: Part | None = None,
+    captions_path: str | os.PathLike | None = None,
+    image_features_path: str | os.PathLike | None = None,
 ) -> None:
     """Describe every image of ``images_path`` with ``backend``; write the description rows to ``out_path``.
+
+    A describer that works from tables rather than pixels (``needs``: ``knn-captions``) also gets the
+    captions table (``captions_path``) and the image features (``image_features_path``).
 
     One shard of ``shard_size`` images per :class:`ccr.io.ShardedWriter` shard, so a crashed run resumes
     where it stopped; the final table is in image order, views in order. ``part=(i, n)``: describe only
@@ -71,8 +81,7 @@ def describe_images(
         raise ValueError(f"describe: shard_size must be >= 1, got {shard_size}")
     out_path = Path(out_path)
     images = read_images(images_path)
-    fp = fingerprint("describe", {"backend": backend, "params": numeric_params(params)},
-                     {"images": read_fingerprint(images_path)})
+    inputs = {"images": read_fingerprint(images_path)}
     if backend == "none":
         if params:
             raise ValueError(f"describe backend 'none' takes no params, got {sorted(params)}")
@@ -83,6 +92,18 @@ def describe_images(
         views = int(describer.views)
         if views < 1:
             raise ValueError(f"describe backend '{backend}': views must be >= 1, got {views}")
+    needs = tuple(getattr(describer, "needs", ()))
+    tables: dict[str, Any] = {}
+    if needs:
+        given = {"captions": captions_path, "image_features": image_features_path}
+        lacking = [name for name in needs if given[name] is None]
+        if lacking:
+            raise ValueError(f"describe backend '{backend}' needs {', '.join(lacking)} (the captions table and the "
+                             "image features) beside the images")
+        inputs.update({name: read_fingerprint(given[name]) for name in needs})
+        tables["captions"] = read_captions(captions_path) if "captions" in needs else None
+        tables["features"] = read_features(image_features_path, with_tokens=False) if "image_features" in needs else None
+    fp = fingerprint("describe", {"backend": backend, "params": numeric_params(params)}, inputs)
 
     image_ids = images.column("image_id").to_pylist()
     row_of = {iid: i for i, iid in enumerate(image_ids)}
@@ -102,11 +123,21 @@ def describe_images(
              f" (part {part[0] + 1} of {part[1]})" if part else "", len(mine) - n_todo, images_path)
     progress = Progress(n_todo, f"describe [{backend}]")
     for chunk in todo:
-        chunk_paths = [paths[i] for i in chunk]
-        for p in chunk_paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"describe: image file not found: {p} (images table {images_path})")
-        texts = describer.describe(chunk_paths)
+        if needs:
+            # from the tables: the view texts of the chunk's images, in view order
+            described = describer.describe_table(images, tables["captions"], tables["features"],
+                                                 image_ids=[image_ids[i] for i in chunk])
+            by_image: dict[str, list[str]] = {}
+            for iid, text in zip(described.column("image_id").to_pylist(), described.column("text").to_pylist(),
+                                 strict=True):
+                by_image.setdefault(iid, []).append(text)
+            texts = [by_image.get(image_ids[i], []) for i in chunk]
+        else:
+            chunk_paths = [paths[i] for i in chunk]
+            for p in chunk_paths:
+                if not Path(p).is_file():
+                    raise FileNotFoundError(f"describe: image file not found: {p} (images table {images_path})")
+            texts = describer.describe(chunk_paths)
         if len(texts) != len(chunk):
             raise DescribeError(f"describe backend '{backend}' returned {len(texts)} results for {len(chunk)} images")
         rows: dict[str, list] = {name: [] for name in CAPTIONS_SCHEMA.names}

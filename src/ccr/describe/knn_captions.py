@@ -104,6 +104,9 @@ class KnnCaptionDescriber:
     top (logged with a count); the row count stays ``views`` per image as the stage contract requires.
     """
 
+    # what the describe stage must give describe_table besides the images (no pixels are read)
+    needs = ("captions", "image_features")
+
     def __init__(self, k: int = 5, views: int = 5, view: str = "neighbour", order: str = "nearest",
                  captions_per_neighbour: int | None = 2, dedup: bool = True, center: bool = True,
                  feature: str = "pooled"):

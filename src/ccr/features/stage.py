@@ -222,45 +222,39 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     todo = writer.pending_shards(shards)
     mine = [c for shard in shards for c in shard]
     n_todo = sum(len(chunk) for chunk in todo)
-    n_unique = len({rows[c][:2] for chunk in todo for c in chunk})
+    n_unique = len({rows[c] for chunk in todo for c in chunk})
     log.info("embed_texts %s (%s): %d captions from %d table(s)%s, %d to do (%d distinct texts) -> %s",
              backend, encoder_key(backend, params), len(mine), len(captions_paths),
              f" (part {part[0] + 1} of {part[1]})" if part else "", n_todo, n_unique, out_path)
     progress = Progress(n_todo, f"embed_texts {backend}")
     for chunk in todo:
-        pooled_of: dict[tuple[str, str], int] = {}
+        # each distinct (role, text, language) is encoded once: a language-aware encoder (concat) may
+        # embed the same string differently in two languages
+        pooled_of: dict[tuple[str, str, str], int] = {}
         parts = []
         for role in ("query", "passage"):
-            uniq: dict[str, str] = {}  # text -> lang of its first row
-            for c in chunk:
-                r, text, lang = rows[c]
-                if r == role:
-                    uniq.setdefault(text, lang)
+            uniq = list(dict.fromkeys((text, lang) for c in chunk for r, text, lang in [rows[c]] if r == role))
             if not uniq:
                 continue
-            texts = list(uniq)
-            vecs = encoder.encode(texts, role=role, langs=[uniq[t] for t in texts])
-            if vecs.shape != (len(texts), encoder.dim):
-                raise RuntimeError(f"text encoder '{backend}' returned {vecs.shape}, expected {(len(texts), encoder.dim)}")
+            vecs = encoder.encode([t for t, _ in uniq], role=role, langs=[lang for _, lang in uniq])
+            if vecs.shape != (len(uniq), encoder.dim):
+                raise RuntimeError(f"text encoder '{backend}' returned {vecs.shape}, expected {(len(uniq), encoder.dim)}")
             base = sum(len(p) for p in parts)
-            pooled_of.update({(role, t): base + k for k, t in enumerate(texts)})
+            pooled_of.update({(role, t, lang): base + k for k, (t, lang) in enumerate(uniq)})
             parts.append(vecs)
         all_vecs = np.concatenate(parts)
         columns: dict[str, pa.Array] = {
             "caption_id": pa.array(list(chunk), pa.string()),
-            "pooled": fixed_list(all_vecs[[pooled_of[rows[c][:2]] for c in chunk]]),
+            "pooled": fixed_list(all_vecs[[pooled_of[rows[c]] for c in chunk]]),
         }
         if token_dim:
-            langs_of: dict[str, str] = {}
-            for c in chunk:
-                langs_of.setdefault(rows[c][1], rows[c][2])
-            texts = list(langs_of)
-            seqs = encoder.encode_tokens(texts, langs=[langs_of[t] for t in texts])
-            for t, s in zip(texts, seqs, strict=True):
+            uniq_tok = list(dict.fromkeys(rows[c][1:] for c in chunk))  # (text, lang)
+            seqs = encoder.encode_tokens([t for t, _ in uniq_tok], langs=[lang for _, lang in uniq_tok])
+            for (t, _), s in zip(uniq_tok, seqs, strict=True):
                 if s.ndim != 2 or s.shape[1] != token_dim or len(s) == 0:
                     raise RuntimeError(f"text encoder '{backend}' returned tokens {s.shape} for {t!r}, expected (L>=1, {token_dim})")
-            by_text = dict(zip(texts, seqs, strict=True))
-            columns["tokens"] = ragged_tokens([by_text[rows[c][1]] for c in chunk], token_dim)
+            by_text = dict(zip(uniq_tok, seqs, strict=True))
+            columns["tokens"] = ragged_tokens([by_text[rows[c][1:]] for c in chunk], token_dim)
         writer.write(pa.table(columns))
         progress.update(len(chunk))
     position = {c: i for i, c in enumerate(ids)}
