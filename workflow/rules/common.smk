@@ -109,9 +109,19 @@ DESC_KEY = backend_key(
     },
 )
 TEXT_ENC = canonical(config["features"]["text"])
-# with_tokens changes what the table holds, so it is part of the cache key
+# with_tokens changes what the tables hold and description_role the descriptions' vectors: both are
+# part of the cache key
 TEXT_KEY = encoder_key(
-    TEXT_ENC["backend"], {**TEXT_ENC["params"], "with_tokens": TEXT_ENC["with_tokens"]}
+    TEXT_ENC["backend"],
+    {
+        **TEXT_ENC["params"],
+        "with_tokens": TEXT_ENC["with_tokens"],
+        **(
+            {"description_role": TEXT_ENC["description_role"]}
+            if TEXT_ENC["description_role"] != "passage"
+            else {}
+        ),
+    },
 )
 
 DATA_DIR = f"results/data/{DS}"
@@ -566,6 +576,24 @@ def evaluate_params(wildcards) -> dict:
     system, lang, seed = EVALS[wildcards.ekey]
     plan = eval_plan(system, lang, seed)
     return {"student": plan.params, "query": plan.query}
+
+
+def reuses_caption_vectors() -> bool:
+    """knn-captions views of single captions are training captions verbatim: embedded as queries, the
+    descriptions copy the captions' vectors instead of encoding them again."""
+    return (
+        DESCRIBE["backend"] == "knn-captions"
+        and DESCRIBE["params"].get("view") == "caption"
+        and TEXT_ENC["description_role"] == "query"
+    )
+
+
+def embed_texts_inputs(wildcards) -> dict:
+    inputs = {"captions": text_source_input(wildcards)}
+    if wildcards.source.startswith("descriptions.") and reuses_caption_vectors():
+        inputs["reuse_captions"] = f"{DATA_DIR}/captions.parquet"
+        inputs["reuse_features"] = text_features_path("captions")
+    return inputs
 
 
 def text_source_input(wildcards) -> str:

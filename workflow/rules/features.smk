@@ -26,7 +26,7 @@ rule embed_images:
 
 rule embed_texts:
     input:
-        captions=text_source_input,
+        unpack(embed_texts_inputs),
     output:
         part_output(f"{FEAT_DIR}/texts/{TEXT_KEY}/{{source}}", "embed_texts"),
     log:

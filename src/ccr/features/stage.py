@@ -8,8 +8,10 @@ metadata (``ccr.encoder``) so a feature file says what produced it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from PIL import Image
 from ccr.data.tables import concat_captions, read_captions, read_images
 from ccr.features.images import IMAGE_ENCODERS, ImageEncoder
 from ccr.features.store import (
+    META_KEY,
     fixed_grid,
     fixed_list,
     image_feature_schema,
@@ -167,14 +170,49 @@ def _select_precomputed(ids: list[str], images_path: str | os.PathLike, params: 
     log.info("embed_images: %d precomputed rows from %s -> %s", len(ids), params["path"], out_path)
 
 
-def _role(origin: str) -> str:
-    # e5 convention: descriptions are documents about the image (passages); captions are queries.
-    return "passage" if origin == "description" else "query"
+ROLES = ("passage", "query")
+
+
+def _role(origin: str, description_role: str = "passage") -> str:
+    # e5 convention: MLLM descriptions are documents about the image (passages); captions are queries.
+    # Descriptions that are captions themselves (knn-captions) may be embedded as queries too.
+    return description_role if origin == "description" else "query"
+
+
+def _reusable(reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]], wanted: set[tuple[str, str, str]],
+              key: str, with_tokens: bool) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray | None]]:
+    """(role, text, lang) -> (pooled, tokens) already computed by the same encoder in other feature tables."""
+    found: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray | None]] = {}
+    for captions_path, features_path in reuse:
+        meta = json.loads((pq.read_schema(features_path).metadata or {}).get(META_KEY, b"{}"))
+        if meta.get("key") != key:
+            raise ValueError(f"{features_path}: made by encoder {meta.get('key')}, not {key}: its vectors cannot be reused")
+        caps = read_captions(captions_path)
+        ids_of: dict[str, tuple[str, str, str]] = {}
+        for cid, origin, text, lang in zip(caps["caption_id"].to_pylist(), caps["origin"].to_pylist(),
+                                           caps["text"].to_pylist(), caps["lang"].to_pylist(), strict=True):
+            row_key = (_role(origin), text, lang)
+            if row_key in wanted and row_key not in found:
+                ids_of.setdefault(cid, row_key)
+        if not ids_of:
+            continue
+        table = pq.read_table(features_path, filters=[("caption_id", "in", sorted(ids_of))])
+        pooled = table["pooled"].combine_chunks()
+        vectors = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)
+        tokens = table["tokens"].combine_chunks() if with_tokens and "tokens" in table.column_names else None
+        for i, cid in enumerate(table["caption_id"].to_pylist()):
+            tok = None
+            if tokens is not None:
+                cell = tokens[i].values
+                tok = cell.flatten().to_numpy().reshape(len(cell), cell.type.list_size)
+            found.setdefault(ids_of[cid], (vectors[i], tok))
+    return found
 
 
 def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str | os.PathLike,
                 with_tokens: bool, shard_size: int = 256, hints: dict | None = None,
-                skip_unused_human: bool = False, part: Part | None = None) -> None:
+                skip_unused_human: bool = False, part: Part | None = None, description_role: str = "passage",
+                reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]] = ()) -> None:
     """Text features for every row of the caption tables -> ``out_path`` (text_feature_schema).
 
     Identical (role, text) pairs are encoded once: rows are processed sorted by (role, text) so
@@ -184,7 +222,13 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     ``skip_unused_human``: leave out human captions in languages other than English of the train
     split. Nothing may read them (training is English + MT only; they are queries on val, for choosing
     settings, and on test), and on Multi30K they are most of the rows.
+
+    ``description_role``: the e5 role of description rows (``passage``; ``query`` for descriptions that
+    are captions, knn-captions). ``reuse``: (captions table, its features by the same encoder) pairs
+    whose vectors are copied for identical (role, text, language) rows instead of encoding them again.
     """
+    if description_role not in ROLES:
+        raise ValueError(f"embed_texts: description_role must be one of {ROLES}, got {description_role!r}")
     params = dict(params or {})
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -199,7 +243,7 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
         table = table.filter(pc.invert(unused))
     ids = table.column("caption_id").to_pylist()
     rows = {
-        cid: (_role(origin), text, lang)
+        cid: (_role(origin, description_role), text, lang)
         for cid, origin, text, lang in zip(
             ids, table.column("origin").to_pylist(), table.column("text").to_pylist(),
             table.column("lang").to_pylist(), strict=True,
@@ -213,9 +257,15 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     check_langs(backend, getattr(encoder, "supported_langs", None), sorted(set(table.column("lang").to_pylist())))
     token_dim = encoder.token_dim if with_tokens else None
     schema = text_feature_schema(encoder.dim, token_dim, _meta("text", backend, params))
+    inputs = {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)}
+    inputs.update({f"reuse{i}": read_fingerprint(f) for i, (_, f) in enumerate(reuse)})
     fp = fingerprint("embed_texts", {"encoder": encoder_key(backend, params), "with_tokens": with_tokens,
-                                     "skip_unused_human": skip_unused_human},
-                     {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)})
+                                     "skip_unused_human": skip_unused_human, "description_role": description_role},
+                     inputs)
+    reused = _reusable(reuse, set(rows.values()), encoder_key(backend, params), with_tokens) if reuse else {}
+    if reuse:
+        log.info("embed_texts: %d of %d distinct texts reused from %d feature table(s)", len(reused),
+                 len(set(rows.values())), len(reuse))
     writer = ShardedWriter(out_path, key="caption_id", schema=schema, fingerprint=fp,
                            resume_key={"shard_size": shard_size, "part": part})
     shards = plan_shards(sorted(ids, key=lambda c: (rows[c][0], rows[c][1], c)), shard_size, part)
@@ -233,27 +283,36 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
         pooled_of: dict[tuple[str, str, str], int] = {}
         parts = []
         for role in ("query", "passage"):
-            uniq = list(dict.fromkeys((text, lang) for c in chunk for r, text, lang in [rows[c]] if r == role))
-            if not uniq:
-                continue
-            vecs = encoder.encode([t for t, _ in uniq], role=role, langs=[lang for _, lang in uniq])
-            if vecs.shape != (len(uniq), encoder.dim):
-                raise RuntimeError(f"text encoder '{backend}' returned {vecs.shape}, expected {(len(uniq), encoder.dim)}")
+            uniq = list(dict.fromkeys((text, lang) for c in chunk for r, text, lang in [rows[c]]
+                                      if r == role and rows[c] not in reused))
+            if uniq:
+                vecs = encoder.encode([t for t, _ in uniq], role=role, langs=[lang for _, lang in uniq])
+                if vecs.shape != (len(uniq), encoder.dim):
+                    raise RuntimeError(f"text encoder '{backend}' returned {vecs.shape}, expected "
+                                       f"{(len(uniq), encoder.dim)}")
+                base = sum(len(p) for p in parts)
+                pooled_of.update({(role, t, lang): base + k for k, (t, lang) in enumerate(uniq)})
+                parts.append(vecs)
+        copied = list(dict.fromkeys(rows[c] for c in chunk if rows[c] in reused))
+        if copied:
             base = sum(len(p) for p in parts)
-            pooled_of.update({(role, t, lang): base + k for k, (t, lang) in enumerate(uniq)})
-            parts.append(vecs)
+            pooled_of.update({row_key: base + k for k, row_key in enumerate(copied)})
+            parts.append(np.stack([reused[row_key][0] for row_key in copied]).astype(np.float32))
         all_vecs = np.concatenate(parts)
         columns: dict[str, pa.Array] = {
             "caption_id": pa.array(list(chunk), pa.string()),
             "pooled": fixed_list(all_vecs[[pooled_of[rows[c]] for c in chunk]]),
         }
         if token_dim:
-            uniq_tok = list(dict.fromkeys(rows[c][1:] for c in chunk))  # (text, lang)
+            # (text, lang) -> tokens: copied where a reused row has them, else encoded
+            by_text = {rows[c][1:]: reused[rows[c]][1] for c in chunk
+                       if rows[c] in reused and reused[rows[c]][1] is not None}
+            uniq_tok = list(dict.fromkeys(rows[c][1:] for c in chunk if rows[c][1:] not in by_text))
             seqs = encoder.encode_tokens([t for t, _ in uniq_tok], langs=[lang for _, lang in uniq_tok])
             for (t, _), s in zip(uniq_tok, seqs, strict=True):
                 if s.ndim != 2 or s.shape[1] != token_dim or len(s) == 0:
                     raise RuntimeError(f"text encoder '{backend}' returned tokens {s.shape} for {t!r}, expected (L>=1, {token_dim})")
-            by_text = dict(zip(uniq_tok, seqs, strict=True))
+            by_text.update(zip(uniq_tok, seqs, strict=True))
             columns["tokens"] = ragged_tokens([by_text[rows[c][1:]] for c in chunk], token_dim)
         writer.write(pa.table(columns))
         progress.update(len(chunk))
