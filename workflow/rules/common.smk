@@ -129,6 +129,9 @@ FEAT_DIR = f"results/features/{DS}"
 RUNS_DIR = f"results/runs/{DS}"
 REPORT_DIR = f"results/report/{DATASET}/{RUN_NAME}-{CONFIG_HASH}"
 
+# The languages the queries are in: human test captions in other languages are never embedded.
+QUERY_LANGS = sorted({config["languages"][lang].get("code", lang) for lang in LANGS})
+
 # Training data without machine translation is the same for every language (English captions,
 # zero-shot transfer through the multilingual encoder): such languages share one trained model.
 NO_MT = "no-mt"

@@ -43,6 +43,7 @@ rule embed_texts:
     params:
         spec=TEXT_ENC,
         part=part_of,
+        query_langs=QUERY_LANGS,
     script:
         "../scripts/embed_texts.py"
 

@@ -212,6 +212,7 @@ def _reusable(reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]], want
 def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str | os.PathLike,
                 with_tokens: bool, shard_size: int = 256, hints: dict | None = None,
                 skip_unused_human: bool = False, part: Part | None = None, description_role: str = "passage",
+                query_langs: Sequence[str] | None = None,
                 reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]] = ()) -> None:
     """Text features for every row of the caption tables -> ``out_path`` (text_feature_schema).
 
@@ -222,6 +223,9 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     ``skip_unused_human``: leave out human captions in languages other than English of the train
     split. Nothing may read them (training is English + MT only; they are queries on val, for choosing
     settings, and on test), and on Multi30K they are most of the rows.
+
+    ``query_langs``: with ``skip_unused_human``, also leave out human test captions in other languages
+    (e.g. the English test captions when no query set is English).
 
     ``description_role``: the e5 role of description rows (``passage``; ``query`` for descriptions that
     are captions, knn-captions). ``reuse``: (captions table, its features by the same encoder) pairs
@@ -238,8 +242,12 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     if skip_unused_human:
         unused = pc.and_(pc.and_(pc.equal(table["origin"], "human"), pc.not_equal(table["lang"], "en")),
                          pc.equal(table["split"], "train"))
-        log.info("embed_texts: skipping %d non-English human train captions (never read)",
-                 pc.sum(unused.cast("int64")).as_py() or 0)
+        if query_langs is not None:
+            unused = pc.or_(unused, pc.and_(pc.and_(pc.equal(table["origin"], "human"), pc.equal(table["split"], "test")),
+                                            pc.invert(pc.is_in(table["lang"], pa.array(sorted(query_langs))))))
+        log.info("embed_texts: skipping %d human captions nothing reads (non-English train%s)",
+                 pc.sum(unused.cast("int64")).as_py() or 0,
+                 f", test not in {sorted(query_langs)}" if query_langs is not None else "")
         table = table.filter(pc.invert(unused))
     ids = table.column("caption_id").to_pylist()
     rows = {
@@ -260,7 +268,8 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     inputs = {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)}
     inputs.update({f"reuse{i}": read_fingerprint(f) for i, (_, f) in enumerate(reuse)})
     fp = fingerprint("embed_texts", {"encoder": encoder_key(backend, params), "with_tokens": with_tokens,
-                                     "skip_unused_human": skip_unused_human, "description_role": description_role},
+                                     "skip_unused_human": skip_unused_human, "description_role": description_role,
+                                     "query_langs": sorted(query_langs) if query_langs is not None else None},
                      inputs)
     reused = _reusable(reuse, set(rows.values()), encoder_key(backend, params), with_tokens) if reuse else {}
     if reuse:
