@@ -52,7 +52,7 @@ RULE_REGISTRIES = {
 RULE_ENV = {"prepare_dataset": "data", "translate_captions": "translate", "mt_quality": "translate",
             "describe_images": "describe", "embed_images": "features", "embed_texts": "features",
             "train_teacher": "train", "train_student": "train", "evaluate": "evaluate", "embed_gallery": "evaluate",
-            "report": "report"}
+            "back_translate_captions": "translate", "combine_backtranslations": "data", "report": "report"}
 
 
 def declared_requirements() -> dict[str, list[Requirement]]:

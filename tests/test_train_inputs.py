@@ -168,3 +168,27 @@ def test_mt_of_several_languages_trains_together(data, tmp_path):
         assert t.rsplit("#mt-", 1)[0] == c and both.image_ids[i] == c.split("#")[0]
     with pytest.raises(Exception, match="share caption ids"):
         combine_translations([data.translations, data.translations], tmp_path / "twice.parquet")
+
+
+def test_back_translated_paraphrases_are_extra_english_rows(data, tmp_path):
+    """train.backtranslate: each paraphrase is one more train row (its English side the paraphrase, its
+    target side its source caption's MT); val rows and the teacher's data stay as they were."""
+    caps = pq.read_table(data.captions).to_pylist()
+    english = [c for c in caps if c["lang"] == "en" and c["origin"] == "human" and c["split"] in ("train", "val")]
+    bt = pa.Table.from_pylist([{"caption_id": f"{c['caption_id']}#bt-fr", "image_id": c["image_id"], "lang": "en",
+                                "text": c["text"] + " again", "origin": "mt", "split": c["split"],
+                                "source_id": c["caption_id"]} for c in english], schema=CAPTIONS_SCHEMA)
+    write_table_atomic(bt, tmp_path / "bt.parquet")
+    feats = pq.read_table(data.caption_features)
+    ids = feats.column("caption_id").to_pylist()
+    keep = [i for i, c in enumerate(ids) if c in {e["caption_id"] for e in english}]
+    bt_feats = feats.take(keep)
+    bt_feats = bt_feats.set_column(0, "caption_id", pa.array([f"{c}#bt-fr" for c in bt_feats.column(0).to_pylist()]))
+    pq.write_table(bt_feats.cast(feats.schema), tmp_path / "bt_features.parquet")
+    with_bt = dataclasses.replace(data, backtranslations=tmp_path / "bt.parquet",
+                                  backtranslation_features=tmp_path / "bt_features.parquet")
+    plain, more = load_split(data, "train"), load_split(with_bt, "train")
+    assert len(more.caption_ids) == 2 * len(plain.caption_ids)
+    extra = dict(zip(more.caption_ids[len(plain.caption_ids):], more.target_ids[len(plain.caption_ids):], strict=True))
+    assert all(t == b.replace("#bt-fr", "#mt-fr") for b, t in extra.items())  # paired with the source's MT
+    assert len(load_split(with_bt, "val").caption_ids) == len(load_split(data, "val").caption_ids)

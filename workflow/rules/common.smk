@@ -199,6 +199,17 @@ MULTI = (
 )
 
 
+# Back-translated English paraphrases of the training captions (NRCCR), from every MT language.
+BACKTRANSLATE = config["train"]["backtranslate"]
+if BACKTRANSLATE:
+    for _lang in LANGS:
+        if config["languages"][_lang]["backend"] not in ("apertium", "none"):
+            raise ValueError(
+                f"train.backtranslate: languages.{_lang} uses backend "
+                f"'{config['languages'][_lang]['backend']}'; back-translation goes through apertium only"
+            )
+
+
 def mt_languages() -> list[str]:
     """The query sets whose translate backend writes MT (not ``none``)."""
     return [lang for lang in LANGS if translate_spec(lang)["backend"] != "none"]
@@ -277,6 +288,8 @@ def student_plan(system: str, trainset: str) -> SimpleNamespace:
         teacher_plan(system, trainset).key if uses_teacher(system, trainset) else None
     )
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
+    if BACKTRANSLATE:
+        upstream.append("backtranslate")
     return SimpleNamespace(
         params=canonical(resolved.to_dict()),
         trainset=trainset,
@@ -481,6 +494,11 @@ def data_inputs(trainset: str, descriptions: bool = True) -> dict:
         code, trkey = trainset.split(".", 1)
         inputs["translations"] = f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
         inputs["translation_features"] = text_features_path(f"mt-{trainset}")
+        if BACKTRANSLATE:
+            inputs["backtranslations"] = (
+                f"{DATA_DIR}/backtranslations/{code}/{trkey}.parquet"
+            )
+            inputs["backtranslation_features"] = text_features_path(f"bt-{trainset}")
     return inputs
 
 
@@ -497,6 +515,25 @@ def describe_inputs(wildcards) -> dict:
     if "image_features" in DESCRIBE_NEEDS:
         inputs["image_features"] = image_features_path()
     return inputs
+
+
+def combined_backtranslations(wildcards) -> list[str]:
+    """The back-translations of every MT language, combined for ``train.text: all-mt``."""
+    return sorted(
+        {
+            f"{DATA_DIR}/backtranslations/{language_code(lang)}/{translation_key(lang)}.parquet"
+            for lang in mt_languages()
+        }
+    )
+
+
+def backtranslate_params(wildcards) -> dict:
+    """The MT language's apertium settings, without its en->X route (the way back is found anew)."""
+    spec = TRANSLATIONS[(wildcards.code, wildcards.trkey)]
+    return {
+        "backend": spec["backend"],
+        "params": {k: v for k, v in spec["params"].items() if k != "route"},
+    }
 
 
 def translate_params(wildcards) -> dict:
@@ -609,6 +646,9 @@ def text_source_input(wildcards) -> str:
     if source.startswith("mt-"):
         code, trkey = source[3:].split(".", 1)
         return f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
+    if source.startswith("bt-"):
+        code, trkey = source[3:].split(".", 1)
+        return f"{DATA_DIR}/backtranslations/{code}/{trkey}.parquet"
     raise ValueError(f"unknown text source '{source}'")
 
 

@@ -83,3 +83,42 @@ rule combine_translations:
         mem_mb=4000,
     script:
         "../scripts/combine_translations.py"
+
+
+rule back_translate_captions:
+    input:
+        translations=f"{DATA_DIR}/translations/{{code}}/{{trkey}}.parquet",
+        captions=f"{DATA_DIR}/captions.parquet",
+    output:
+        f"{DATA_DIR}/backtranslations/{{code}}/{{trkey}}.parquet",
+    log:
+        f"logs/{DS}/back_translate_captions/{{code}}.{{trkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/back_translate_captions/{{code}}.{{trkey}}.tsv"
+    conda:
+        "../envs/translate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        spec=backtranslate_params,
+    script:
+        "../scripts/back_translate_captions.py"
+
+
+rule combine_backtranslations:
+    input:
+        combined_backtranslations,
+    output:
+        f"{DATA_DIR}/backtranslations/{MULTI}/{{trkey}}.parquet",
+    log:
+        f"logs/{DS}/combine_backtranslations/{{trkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/combine_backtranslations/{{trkey}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/combine_translations.py"

@@ -71,6 +71,19 @@ class Features:
     def index(self) -> dict[str, int]:
         return {k: i for i, k in enumerate(self.ids)}
 
+    def concat(self, other: Features) -> Features:
+        """These rows, then ``other``'s (same feature sizes; tokens kept only when both have them)."""
+        if self.pooled.shape[1:] != other.pooled.shape[1:]:
+            raise ValueError(f"cannot join features of sizes {self.pooled.shape[1:]} and {other.pooled.shape[1:]}")
+        tokens = None
+        if self.tokens is not None and other.tokens is not None:
+            tokens = np.concatenate([self.tokens, other.tokens])
+        token_list = None
+        if self.token_list is not None and other.token_list is not None:
+            token_list = self.token_list + other.token_list
+        return Features(ids=self.ids + other.ids, pooled=np.concatenate([self.pooled, other.pooled]), tokens=tokens,
+                        token_list=token_list, meta=self.meta)
+
     def take(self, ids: list[str]) -> Features:
         """Rows for ``ids`` in that order (KeyError names the first missing id)."""
         idx = self.index()

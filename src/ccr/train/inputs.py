@@ -42,6 +42,8 @@ class TrainInputs:
     translation_features: Path | None
     description_features: Path | None
     lang: str                          # target language
+    backtranslations: Path | None = None          # English paraphrases: the MT translated back (origin mt,
+    backtranslation_features: Path | None = None  # lang en, source_id = the English caption); optional
 
     @classmethod
     def from_mapping(cls, mapping: Any, lang: str) -> TrainInputs:
@@ -59,7 +61,9 @@ class TrainInputs:
         return cls(images=get("images"), captions=get("captions"), translations=get("translations"),
                    descriptions=get("descriptions"), image_features=get("image_features"),
                    caption_features=get("caption_features"), translation_features=get("translation_features"),
-                   description_features=get("description_features"), lang=lang)
+                   description_features=get("description_features"), lang=lang,
+                   backtranslations=get("backtranslations"),
+                   backtranslation_features=get("backtranslation_features"))
 
     def fingerprints(self, *names: str) -> dict[str, str]:
         """name -> fingerprint of the given input fields that are set (see :func:`ccr.io.read_fingerprint`)."""
@@ -265,12 +269,28 @@ def load_descriptions(inputs: TrainInputs, image_ids: list[str], split: str | No
     return out, mask
 
 
+def read_backtranslations(path: Path | str, split: str) -> pa.Table:
+    """Back-translated English paraphrases (``origin == "mt"``, ``lang == "en"``) of ``split`` only."""
+    _check_split(split)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"back-translations table not found: {path} (TrainInputs.backtranslations)")
+    table = pq.read_table(path, filters=[("origin", "==", "mt"), ("lang", "==", "en"), ("split", "==", split)])
+    table = validate_captions(table, where=str(path))
+    if table.column("source_id").null_count:
+        raise TableError(f"{path}: field 'source_id' is null for some back-translated rows")
+    return table
+
+
 def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tokens: bool = False,
                images: bool = True, image_tokens: bool = True, descriptions: bool = True,
-               max_text_tokens: int = 32) -> SplitData:
+               max_text_tokens: int = 32, backtranslations: bool = True) -> SplitData:
     """Everything training needs from ``split`` ("train" or "val"), leakage-guarded.
 
     ``images=False`` (the text-only teacher) reads no image features (``img_pooled`` is then (m, 0)).
+    With ``inputs.backtranslations`` (and ``backtranslations``), each back-translated English
+    paraphrase is one more row: its English side is the paraphrase, its target side what its source
+    caption's is (NRCCR's noisy English augmentation).
     """
     _check_split(split)
     caps = read_english_captions(inputs.captions, split)
@@ -298,15 +318,34 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
         cap_ids, cap_imgs, target_ids = (list(col) for col in zip(*pairs, strict=True))
     else:
         target_ids = list(cap_ids)
+    n_human = len(cap_ids)
+    if backtranslations and inputs.backtranslations is not None and split == "train":
+        bt = read_backtranslations(inputs.backtranslations, split)
+        rows_of: dict[str, list[int]] = {}
+        for row, c in enumerate(cap_ids):
+            rows_of.setdefault(c, []).append(row)
+        extra = [(b, cap_imgs[row], target_ids[row]) for b, c in zip(bt.column("caption_id").to_pylist(),
+                                                                     bt.column("source_id").to_pylist(), strict=True)
+                 for row in rows_of.get(c, [])]
+        if extra:
+            if inputs.backtranslation_features is None:
+                raise ValueError("TrainInputs.backtranslation_features is None but back-translations are given")
+            cap_ids = cap_ids + [b for b, _, _ in extra]
+            cap_imgs = cap_imgs + [img for _, img, _ in extra]
+            target_ids = target_ids + [t if has_mt else b for b, _, t in extra]
     image_ids = sorted(set(cap_imgs))
     pos = {k: i for i, k in enumerate(image_ids)}
-    s = read_feature_rows(inputs.caption_features, cap_ids, text_tokens, "caption features")
+    s = read_feature_rows(inputs.caption_features, cap_ids[:n_human], text_tokens, "caption features")
+    if len(cap_ids) > n_human:  # the paraphrases' English side comes from their own feature table
+        paraphrases = read_feature_rows(inputs.backtranslation_features, cap_ids[n_human:], text_tokens,
+                                        "back-translation features")
+        s = s.concat(paraphrases)
     if has_mt:
         if inputs.translation_features is None:
             raise ValueError("TrainInputs.translation_features is None but the translations table is not empty")
         t = read_feature_rows(inputs.translation_features, target_ids, text_tokens, "translation features")
     else:
-        t = s
+        t = s  # no MT: the target branch reads the English side (paraphrases included)
     img_pooled, img_tokens = np.zeros((len(image_ids), 0), np.float32), None
     if images:
         if inputs.image_features is None:

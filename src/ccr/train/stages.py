@@ -87,7 +87,7 @@ def train_teacher(inputs: TrainInputs, params: dict[str, Any] | TeacherParams | 
         write_table_atomic(pa.Table.from_pylist([], schema=_EMPTY_HISTORY), out_dir / "history.parquet")
         return
     kw = {"use_mt": True, "text_tokens": True, "images": False, "descriptions": False,
-          "max_text_tokens": p.max_text_tokens}
+          "max_text_tokens": p.max_text_tokens, "backtranslations": False}
     train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
     text_dim = train.s_pooled.shape[1]
     arch = teacher_arch(text_dim, p)
@@ -154,7 +154,7 @@ def student_inputs(p: StudentParams) -> tuple[str, ...]:
         names += ["translations", "translation_features"]
     if p.use_slots:
         names += ["descriptions", "description_features"]
-    return tuple(names)
+    return (*names, "backtranslations", "backtranslation_features")  # fingerprinted only when given
 
 
 def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | None, seed: int,

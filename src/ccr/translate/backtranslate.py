@@ -23,7 +23,8 @@ from typing import Any
 import pyarrow as pa
 
 from ccr.data.tables import CAPTIONS_SCHEMA, read_captions, validate_captions
-from ccr.io import Progress, batched, write_table_atomic
+from ccr.io import Progress, batched, fingerprint, read_fingerprint, stamp, write_table_atomic
+from ccr.keys import numeric_params
 
 log = logging.getLogger("ccr.translate")
 
@@ -119,5 +120,8 @@ def back_translate_captions(translations_path: str | os.PathLike, captions_path:
     """File wrapper of :func:`back_translate`: MT table + English captions table -> ``out_path`` (atomic)."""
     table = back_translate(read_captions(translations_path), lang, backend=backend, params=params,
                            english=read_captions(captions_path), drop_identical=drop_identical)
-    write_table_atomic(table, Path(out_path))
+    fp = fingerprint("back_translate", {"backend": backend, "params": numeric_params(params), "lang": lang,
+                                        "drop_identical": drop_identical},
+                     {"translations": read_fingerprint(translations_path), "captions": read_fingerprint(captions_path)})
+    write_table_atomic(stamp(table, fp), Path(out_path))
     log.info("back-translate %s->en: wrote %d rows -> %s", lang, table.num_rows, out_path)
