@@ -1,9 +1,15 @@
-"""Collect the M30K-F8K benchmark (config/m30k-f8k.yaml) into results/m30k-f8k/.
+"""Collect the M30K-F8K benchmark into results/m30k-f8k/ (run after the workflow: `make bench-m30k`).
 
-Writes ``table.parquet`` and ``table.md`` (rows = systems, per query set: T2I and I2T R@1/5/10 and mR,
-mean +- std over seeds), the MT quality (BLEU/chrF) of the configured MT backends, and
-``examples.html`` with the top-5 retrievals of 20 test queries per query set for one system.
-Run after the workflow: ``make bench-m30k`` does both.
+Reads the reports of config/m30k-f8k.yaml (knn-captions describer) and config/m30k-f8k-tags.yaml
+(the imagenet-tags describer, side by side for zero-shot and full), and writes
+
+* ``table.md`` / ``table.parquet``: per system and describer, test mR mean +- sample std over seeds for
+  each query set (fr, de, cs, de-task2), then the full Recall@K table;
+* the MT quality (BLEU/chrF) of the configured MT backends;
+* ``examples.html``: the top-5 retrievals of 20 test queries per query set for one system.
+
+With ``--val``, also the val sweep of config/m30k-f8k-val.yaml (one seed, 242 images) that chose the
+settings.
 """
 
 from __future__ import annotations
@@ -13,42 +19,88 @@ import json
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ccr.io import write_table_atomic, write_text_atomic
 from ccr.report.html import Thumbnails, examples_fragment, page
-from ccr.report.tables import METRIC_RE, display_rows, fetch_arrow, metric_columns, to_markdown
+from ccr.report.tables import display_rows, fetch_arrow, format_mean_std, metric_columns, to_markdown
+
+QUERY_SETS = ("fr", "de", "cs", "de-task2")
+
+
+def newest(root: Path, run_name: str) -> Path | None:
+    found = sorted(root.glob(f"{run_name}-*/metrics.parquet"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def load_rows(reports: list[Path]) -> pa.Table:
+    tables = [pq.read_table(r / "metrics.parquet") for r in reports]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def summary(rows: pa.Table, split: str) -> tuple[list[str], list[list[str]], pa.Table]:
+    """Rows = (system, describer); columns = mR mean +- std over seeds per query set."""
+    con = duckdb.connect()
+    con.register("runs", rows)
+    agg = fetch_arrow(con, f"""
+        SELECT system, describer, lang, count(DISTINCT seed) AS n_seeds, avg(mr) AS mr_mean, stddev_samp(mr) AS mr_std
+        FROM runs WHERE split = '{split}' GROUP BY ALL ORDER BY ALL""")
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in agg.to_pylist():
+        cells.setdefault((r["system"], r["describer"]), {})[r["lang"]] = format_mean_std(r["mr_mean"], r["mr_std"])
+    langs = [q for q in QUERY_SETS if q in set(agg["lang"].to_pylist())]
+    order = sorted(cells, key=lambda k: (-_mean(agg, k, "fr"), k))
+    header = ["system", "describer", *langs]
+    return header, [[s, d, *[cells[(s, d)].get(q, "") for q in langs]] for s, d in order], agg
+
+
+def _mean(agg: pa.Table, key: tuple[str, str], lang: str) -> float:
+    for r in agg.to_pylist():
+        if (r["system"], r["describer"], r["lang"]) == (*key, lang):
+            return r["mr_mean"]
+    return 0.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--report", help="the workflow's report folder (default: the newest "
-                                             "results/report/m30k-f8k/main-<config hash>/)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="results/report/m30k-f8k", help="the reports' folder")
+    parser.add_argument("--reports", nargs="*", help="report folders (default: the newest main-* and tags-*)")
+    parser.add_argument("--val", action="store_true", help="also the val sweep (the newest val-* report)")
     parser.add_argument("--out", default="results/m30k-f8k")
     parser.add_argument("--examples-system", default="full")
     args = parser.parse_args()
-    if args.report:
-        report = Path(args.report)
-    else:
-        found = sorted(Path("results/report/m30k-f8k").glob("main-*/metrics_table.parquet"),
-                       key=lambda p: p.stat().st_mtime)
-        if not found:
-            parser.error("no report under results/report/m30k-f8k/main-*/: run the workflow first (make bench-m30k)")
-        report = found[-1].parent
-    out = Path(args.out)
+    root, out = Path(args.root), Path(args.out)
+    reports = [Path(r) for r in args.reports] if args.reports else [
+        r for r in (newest(root, "main"), newest(root, "tags")) if r is not None]
+    if not reports:
+        parser.error(f"no report under {root}/main-*/: run the workflow first (make bench-m30k)")
+    rows = load_rows(reports)
+    header, body, agg = summary(rows, "test")
+    write_table_atomic(rows, out / "table.parquet")
 
-    agg = pq.read_table(report / "metrics_table.parquet")
-    agg = agg.sort_by([("lang", "ascending"), ("mr_mean", "descending")])
-    base = [c[: -len("_mean")] for c in agg.column_names if c.endswith("_mean")]
-    shown = [m for m in metric_columns(base) if METRIC_RE.match(m) and not m.endswith(("medr", "meanr"))]
-    header, rows = display_rows(agg, shown)
-    write_table_atomic(agg, out / "table.parquet")
+    con = duckdb.connect()
+    con.register("runs", rows)
+    base = [c for c in rows.column_names if c.startswith(("t2i_", "i2t_")) and not c.endswith(("medr", "meanr"))]
+    metrics = [*metric_columns(base), "mr"]
+    full = fetch_arrow(con, "SELECT system, describer, lang, count(DISTINCT seed) AS n_seeds, "
+                            + ", ".join(f"avg({m}) AS {m}_mean, stddev_samp({m}) AS {m}_std" for m in metrics)
+                            + " FROM runs WHERE split = 'test' GROUP BY ALL ORDER BY lang, mr_mean DESC")
+    full_header, full_rows = display_rows(full, metrics)
 
     lines = ["# M30K-F8K results", "",
-             "Test gallery 1,000 images; mean +- sample std over seeds; recalls in %. "
-             "Produced by `make bench-m30k` (config/m30k-f8k.yaml).", "",
-             to_markdown(header, rows), ""]
-    mt_files = sorted(report.glob("mt_quality.*.json"))
+             "Test gallery 1,000 images (chance mR about 0.5); mean +- sample std over seeds; recalls in %. "
+             "Produced by `make bench-m30k` (config/m30k-f8k.yaml and config/m30k-f8k-tags.yaml).", "",
+             "## mR per query set", "", to_markdown(header, body), "",
+             "## Recall@K", "", to_markdown(full_header, full_rows), ""]
+    if args.val:
+        val_report = newest(root, "val")
+        if val_report is not None:
+            vheader, vbody, _ = summary(load_rows([val_report]), "val")
+            lines += ["## The val sweep that chose the settings (config/m30k-f8k-val.yaml)", "",
+                      "242 val images (chance mR about 2.2), one seed, human val captions as queries.", "",
+                      to_markdown(vheader, vbody), ""]
+    mt_files = sorted(p for r in reports for p in r.glob("mt_quality.*.json"))
     if mt_files:
         lines += ["## Machine translation quality (Multi30K test_2016, en -> target)", "",
                   "| lang | backend | BLEU | chrF | sentences |", "|---|---|---|---|---|"]
@@ -58,13 +110,14 @@ def main() -> None:
         lines.append("")
     write_text_atomic("\n".join(lines), out / "table.md")
 
-    if (report / "examples.parquet").exists():
-        con = duckdb.connect()
-        path = str(report / "examples.parquet").replace("'", "''")
+    examples = reports[0] / "examples.parquet"  # the benchmark's own (first) report
+    if examples.exists():
+        path = str(examples).replace("'", "''")
         table = fetch_arrow(con, f"SELECT * FROM read_parquet('{path}') WHERE system = '{args.examples_system}' "
                                  f"AND seed = (SELECT min(seed) FROM read_parquet('{path}'))")
-        body = examples_fragment(table, Thumbnails(), max_queries=20)
-        write_text_atomic(page(f"M30K-F8K: top-5 retrievals ({args.examples_system})", body), out / "examples.html")
+        body_html = examples_fragment(table, Thumbnails(), max_queries=20)
+        write_text_atomic(page(f"M30K-F8K: top-5 retrievals ({args.examples_system})", body_html),
+                          out / "examples.html")
     print((out / "table.md").read_text())
 
 

@@ -109,19 +109,13 @@ DESC_KEY = backend_key(
     },
 )
 TEXT_ENC = canonical(config["features"]["text"])
-# with_tokens changes what the tables hold and description_role the descriptions' vectors: both are
-# part of the cache key
+# with_tokens changes what the tables hold, so it is part of the cache key
 TEXT_KEY = encoder_key(
-    TEXT_ENC["backend"],
-    {
-        **TEXT_ENC["params"],
-        "with_tokens": TEXT_ENC["with_tokens"],
-        **(
-            {"description_role": TEXT_ENC["description_role"]}
-            if TEXT_ENC["description_role"] != "passage"
-            else {}
-        ),
-    },
+    TEXT_ENC["backend"], {**TEXT_ENC["params"], "with_tokens": TEXT_ENC["with_tokens"]}
+)
+# the descriptions' text features, named by their role too (query: knn-captions reusing captions)
+DESC_SOURCE = f"descriptions.{DESC_KEY}" + (
+    ".query" if TEXT_ENC["description_role"] == "query" else ""
 )
 
 DATA_DIR = f"results/data/{DS}"
@@ -324,7 +318,7 @@ def translation_features_path(lang: str) -> str:
 
 
 def description_features_path() -> str:
-    return text_features_path(f"descriptions.{DESC_KEY}")
+    return text_features_path(DESC_SOURCE)
 
 
 def teacher_dir(system: str, trainset: str, seed) -> str:
@@ -642,7 +636,8 @@ def text_source_input(wildcards) -> str:
     if source == "captions":
         return f"{DATA_DIR}/captions.parquet"
     if source.startswith("descriptions."):
-        return f"{DATA_DIR}/descriptions/{source.split('.', 1)[1]}.parquet"
+        key = source.split(".", 1)[1].removesuffix(".query")
+        return f"{DATA_DIR}/descriptions/{key}.parquet"
     if source.startswith("mt-"):
         code, trkey = source[3:].split(".", 1)
         return f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
@@ -718,6 +713,7 @@ def report_tags() -> dict:
     """Columns every metrics row of this config's report carries, beside system, lang and seed."""
     return {
         "dataset": DATASET,
+        "describer": DESCRIBE["backend"],
         "run_name": RUN_NAME,
         "config_hash": CONFIG_HASH,
         "code_version": CODE_VERSION,
