@@ -17,6 +17,11 @@ def main(snakemake) -> None:
         hints={"threads": snakemake.threads},
         part=parse_part(snakemake.params.part),
         skip_unused_human=True,
+        query_langs=snakemake.params.query_langs,
+        description_role=spec["description_role"],
+        reuse=[(snakemake.input.reuse_captions, snakemake.input.reuse_features)]
+        if snakemake.input.get("reuse_features")
+        else [],
     )
 
 
