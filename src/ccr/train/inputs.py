@@ -269,19 +269,6 @@ def load_descriptions(inputs: TrainInputs, image_ids: list[str], split: str | No
     return out, mask
 
 
-def read_backtranslations(path: Path | str, split: str) -> pa.Table:
-    """Back-translated English paraphrases (``origin == "mt"``, ``lang == "en"``) of ``split`` only."""
-    _check_split(split)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"back-translations table not found: {path} (TrainInputs.backtranslations)")
-    table = pq.read_table(path, filters=[("origin", "==", "mt"), ("lang", "==", "en"), ("split", "==", split)])
-    table = validate_captions(table, where=str(path))
-    if table.column("source_id").null_count:
-        raise TableError(f"{path}: field 'source_id' is null for some back-translated rows")
-    return table
-
-
 def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tokens: bool = False,
                images: bool = True, image_tokens: bool = True, descriptions: bool = True,
                max_text_tokens: int = 32, backtranslations: bool = True) -> SplitData:
@@ -320,7 +307,7 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
         target_ids = list(cap_ids)
     n_human = len(cap_ids)
     if backtranslations and inputs.backtranslations is not None and split == "train":
-        bt = read_backtranslations(inputs.backtranslations, split)
+        bt = read_translations(inputs.backtranslations, "en", split)  # MT rows into English
         rows_of: dict[str, list[int]] = {}
         for row, c in enumerate(cap_ids):
             rows_of.setdefault(c, []).append(row)
