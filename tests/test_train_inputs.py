@@ -128,7 +128,7 @@ def test_from_mapping_like_the_workflow(data):
 
     from ccr.train import TrainInputs
 
-    full = {k: str(v) for k, v in dataclasses.asdict(data).items() if k != "lang"}
+    full = {k: str(v) for k, v in dataclasses.asdict(data).items() if k != "lang" and v is not None}
     built = TrainInputs.from_mapping({**full, "teacher": "x/teacher.pt"}, lang="fr")  # extra keys ignored
     assert built == data
     teacher_only = {k: full[k] for k in ("images", "captions", "translations", "caption_features",
