@@ -151,6 +151,7 @@ wildcard_constraints:
     tkey="[0-9a-f]{10}",
     skey="[0-9a-f]{10}",
     ekey="[0-9a-f]{10}",
+    bkey="[0-9a-f]{10}",
     source=r"[^/]+",
     scatteritem=r"\d+-of-\d+",
 
@@ -319,10 +320,51 @@ def eval_dir(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
 
 
+def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
+    """The model bundle of one trained student (ccr.search.bundle): its weights with the encoders that
+    feed it, the query sets it serves and their evaluations, and its key.
+
+    The key hashes the student and everything written into the bundle (encoders with all their
+    params, the describer of a student with slots, the evaluations), so configs that would write
+    different bundles never share a path.
+    """
+    plan = student_plan(system, trainset)
+    langs = [lang for lang in LANGS if trainset_of(lang) == trainset]
+    evals = {lang: eval_dir(system, lang, seed) for lang in langs}
+    spec = {
+        "image_encoder": {
+            "backend": IMAGE_ENC["backend"],
+            "params": IMAGE_ENC["params"],
+        },
+        "text_encoder": {"backend": TEXT_ENC["backend"], "params": TEXT_ENC["params"]},
+        "describer": (
+            {"backend": DESCRIBE["backend"], "params": DESCRIBE["params"]}
+            if plan.use_slots
+            else None
+        ),
+        "query_languages": sorted({language_code(lang) for lang in langs}),
+        "query_sets": langs,
+        "source": {
+            "dataset": DS,
+            "trainset": trainset,
+            "student_key": plan.key,
+            "seed": int(seed),
+        },
+    }
+    key = stable_hash([spec, sorted(evals.values())])
+    return SimpleNamespace(
+        key=key,
+        spec=spec,
+        student=f"{student_dir(system, trainset, seed)}/student.pt",
+        metrics=[f"{evals[lang]}/metrics.json" for lang in langs],
+    )
+
+
 # Reverse lookups from the keys in paths (wildcards) to what they stand for.
 STUDENTS = {}
 TEACHERS = {}
 EVALS = {}
+BUNDLES = {}
 for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
@@ -330,6 +372,11 @@ for _system in SYSTEMS:
             STUDENTS.setdefault(
                 (_trainset, student_plan(_system, _trainset).key), _system
             )
+            for _seed in SEEDS:
+                BUNDLES.setdefault(
+                    bundle_plan(_system, _trainset, _seed).key,
+                    (_system, _trainset, _seed),
+                )
         if uses_teacher(_system, _trainset):
             TEACHERS.setdefault(
                 (_trainset, teacher_plan(_system, _trainset).key), _system
@@ -499,6 +546,16 @@ def evaluate_params(wildcards) -> dict:
     return {"student": plan.params, "query": plan.query}
 
 
+def export_bundle_inputs(wildcards) -> dict:
+    """A bundle is made from its student and the evaluations whose metrics it carries."""
+    plan = bundle_plan(*BUNDLES[wildcards.bkey])
+    return {"student": plan.student, "metrics": plan.metrics}
+
+
+def export_bundle_params(wildcards) -> dict:
+    return bundle_plan(*BUNDLES[wildcards.bkey]).spec
+
+
 def text_source_input(wildcards) -> str:
     """The captions table a text-feature source is embedded from (captions, one MT, descriptions)."""
     source = wildcards.source
@@ -593,9 +650,15 @@ def mt_quality_outputs() -> list[str]:
     ]
 
 
+def all_bundles() -> list[str]:
+    """One model bundle per trained student of the config (the zero-shot system has no weights)."""
+    return sorted(f"results/bundles/{DS}/{key}/bundle.pt" for key in BUNDLES)
+
+
 def all_outputs() -> list[str]:
     return [
         f"{REPORT_DIR}/report.html",
         f"{REPORT_DIR}/metrics_table.md",
         *mt_quality_outputs(),
+        *all_bundles(),
     ]
