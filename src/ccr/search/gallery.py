@@ -239,7 +239,7 @@ def index_images(bundle: Bundle | str | os.PathLike, images: str | os.PathLike |
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if kind is not None:
-        ann.index_params(kind, params)  # a bad kind or param fails before any work
+        ann.index_params(kind, params, 10**9)  # a bad kind or param name fails before any work
     folder = Path(out_dir)
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -256,7 +256,9 @@ def index_images(bundle: Bundle | str | os.PathLike, images: str | os.PathLike |
                               f"not {bundle.path} ({bundle.checksum}); embeddings of two models cannot share an index")
         if kind is not None and kind != meta["kind"]:
             raise IndexFolderError(f"{folder}: is a {meta['kind']} index; --kind {kind} cannot change it on --add")
-    kind = kind or "exact"
+    else:
+        kind = kind or "exact"
+        ann.index_params(kind, params, len(paths))  # e.g. an IVF nlist larger than the gallery
     # a run that finished its batch but crashed before committing it: commit it first
     if len(_finished_batches(folder)) > (len(meta["batches"]) if meta else 0):
         log.info("%s: committing a batch an interrupted run finished", folder)
