@@ -50,11 +50,11 @@ def test_french_queries_find_their_image_through_index_and_search(search_referen
     evaluated = load_bundle(bundle_path).meta["metrics"]["fr"]["t2i_r10"] / 100
 
     # Baseline: an untrained student of the same architecture, through the same index and search.
-    ckpt = load_checkpoint(student_of(search_reference), "student")
+    meta = load_bundle(bundle_path).meta
+    ckpt = load_checkpoint(student_of(search_reference, meta["source"]["student_key"]), "student")
     torch.manual_seed(0)
     untrained = create_student(ckpt["meta"]["arch"])
     save_checkpoint(tmp_path / "untrained.pt", "student", ckpt["meta"], untrained.state_dict())
-    meta = load_bundle(bundle_path).meta
     base_bundle = export_bundle(tmp_path / "untrained.pt", tmp_path / "untrained-bundle.pt",
                                 image_encoder=meta["image_encoder"], text_encoder=meta["text_encoder"],
                                 describer=meta["describer"], query_languages=["fr"])

@@ -67,8 +67,9 @@ def train_inputs(workdir: Path):
         lang="fr")
 
 
-def student_of(workdir: Path) -> Path:
-    return only(sorted((workdir / "results" / "runs").glob("tiny-*/students/*/*/seed0/student.pt")), "student")
+def student_of(workdir: Path, key: str = "*") -> Path:
+    """The run's trained student (``key``: the student key, for a run that holds several)."""
+    return only(sorted((workdir / "results" / "runs").glob(f"tiny-*/students/*/{key}/seed0/student.pt")), "student")
 
 
 # ---- headless Chromium -------------------------------------------------------------------------------------
