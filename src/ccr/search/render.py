@@ -51,6 +51,6 @@ def hits_html(query: str, hits: Sequence[Hit], thumb_src: Callable[[Hit], str | 
 
 def captions_table(image: str, results: Sequence[dict[str, Any]]) -> str:
     """Image -> text results as a text table (rank, score, caption)."""
-    lines = [f"image: {image}", "rank   score  caption"]
-    lines += [f"{r['rank']:>4}  {r['score']:.4f}  {r['text']}" for r in results]
+    lines = [f"image: {image}", "rank    score  caption"]
+    lines += [f"{r['rank']:>4}  {r['score']:>7.4f}  {r['text']}" for r in results]
     return "\n".join(lines)
