@@ -250,10 +250,10 @@ def index_images(bundle: Bundle | str | os.PathLike, images: str | os.PathLike |
     if meta is not None:
         if not add:
             raise IndexFolderError(f"{folder}: already holds an index of {meta['rows']} images; pass --add to append "
-                              "new images to it, or choose another --out folder")
+                                   "new images to it, or choose another --out folder")
         if meta["bundle"]["checksum"] != bundle.checksum:
             raise IndexFolderError(f"{folder}: was made with bundle {meta['bundle']['path']} ({meta['bundle']['checksum']}), "
-                              f"not {bundle.path} ({bundle.checksum}); embeddings of two models cannot share an index")
+                                   f"not {bundle.path} ({bundle.checksum}); embeddings of two models cannot share an index")
         if kind is not None and kind != meta["kind"]:
             raise IndexFolderError(f"{folder}: is a {meta['kind']} index; --kind {kind} cannot change it on --add")
     else:
@@ -336,8 +336,8 @@ class ImageIndex:
         self.paths: list[str] = pq.read_table(self.folder / PATHS_FILE, columns=["path"]).column("path").to_pylist()
         if not self.index.ntotal == len(self.paths) == meta["rows"]:
             raise IndexFolderError(f"{self.folder}: {INDEX_FILE} holds {self.index.ntotal} rows, {PATHS_FILE} "
-                              f"{len(self.paths)}, {META_FILE} {meta['rows']}: an interrupted `ccr index --add`; "
-                              "run it again to finish")
+                                   f"{len(self.paths)}, {META_FILE} {meta['rows']}: an interrupted `ccr index --add`; "
+                                   "run it again to finish")
 
     @property
     def checksum(self) -> str:
@@ -346,8 +346,8 @@ class ImageIndex:
     def check_bundle(self, bundle: Bundle) -> None:
         if bundle.checksum != self.checksum:
             raise IndexFolderError(f"{self.folder}: was made with bundle {self.meta['bundle']['path']} ({self.checksum}); "
-                              f"refusing to search it with {bundle.path} ({bundle.checksum}): the embeddings of "
-                              "two models are not comparable")
+                                   f"refusing to search it with {bundle.path} ({bundle.checksum}): the embeddings of "
+                                   "two models are not comparable")
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-``k`` hits per query embedding (best first)."""
