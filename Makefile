@@ -18,7 +18,7 @@ $(BIN)/python:
 # `cpu` brings faiss-cpu (a GPU node uses `gpu` instead, never both: see pyproject.toml).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[cpu,workflow,dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,workflow,serve,dev]"
 	touch $@
 
 setup: $(VENV)/.installed apt

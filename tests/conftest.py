@@ -47,3 +47,29 @@ def tiny_reference(tmp_path_factory) -> Path:
             snakemake(workdir)
             (workdir / ".finished").touch()
     return workdir
+
+
+@pytest.fixture(scope="session")
+def search_reference(tiny_reference, tmp_path_factory) -> Path:
+    """The search scenario (.test/config_search: tiny with the student trained 12 epochs) run on a copy
+    of the tiny reference, once per session and shared by the xdist workers: its exported bundle
+    retrieves well. Tests must not change it (copy it first)."""
+    import shutil
+
+    import yaml
+    from workflow_run import snakemake
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    workdir = shared / "search-reference"
+    with open(shared / "search-reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (workdir / ".finished").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.copytree(tiny_reference, workdir, symlinks=True)
+            shutil.rmtree(workdir / "results" / "bundles")  # the tiny config's: this run exports its own
+            config = yaml.safe_load((REPO / ".test" / "config_search" / "config.yaml").read_text())
+            (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+            snakemake(workdir)
+            (workdir / ".finished").touch()
+    return workdir

@@ -15,7 +15,7 @@ from conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 RULES = ("prepare_dataset", "translate_captions", "describe_images", "embed_images", "embed_texts",
-         "train_teacher", "train_student", "evaluate", "report")
+         "train_teacher", "train_student", "evaluate", "report", "export_bundle")
 
 
 def planned(out: str, prefix: str = "") -> set[str]:

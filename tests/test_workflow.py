@@ -100,7 +100,7 @@ def test_student_param_change_reruns_only_downstream(finished_run):
     config["systems"]["full"] = {"student": {"epochs": 2}}
     with with_config(finished_run, config):
         jobs = planned_jobs(finished_run)
-    assert jobs == {"train_student", "evaluate", "report"}
+    assert jobs == {"train_student", "evaluate", "report", "export_bundle"}
 
 
 @pytest.mark.slow

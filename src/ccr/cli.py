@@ -1,9 +1,16 @@
-"""``ccr`` command line.  ``ccr results``: query every results/**/metrics.parquet with DuckDB SQL.
+"""``ccr`` command line.
+
+* ``ccr results``: query every results/**/metrics.parquet with DuckDB SQL.
+* ``ccr index`` / ``ccr search`` / ``ccr serve``: search your own images with a trained model bundle
+  (docs/search.md).
 
 Examples::
 
     ccr results                                   # mean/std mR per dataset/system/lang over seeds
     ccr results --sql "SELECT system, lang, t2i_r1 FROM metrics WHERE seed = 0" --format csv
+    ccr index --model results/bundles/<ds>/<key>/bundle.pt --images ~/photos --out photos.idx
+    ccr search --index photos.idx "une femme sur un vélo" -k 10
+    ccr serve --index photos.idx --port 8000
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from ccr.cli_search import add_search_commands  # light: torch and FAISS load when a search command runs
 from ccr.report.tables import aggregate_sql, load_metrics
 
 
@@ -91,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--sql", help="a SQL query over the view 'metrics' (default: mR mean/std per group)")
     res.add_argument("--format", choices=("table", "csv", "json"), default="table")
     res.set_defaults(func=cmd_results)
+    add_search_commands(sub)
     return parser
 
 

@@ -167,6 +167,7 @@ wildcard_constraints:
     skey="[0-9a-f]{10}",
     ekey="[0-9a-f]{10}",
     gkey="[0-9a-f]{10}",
+    bkey="[0-9a-f]{10}",
     source=r"[^/]+",
     scatteritem=r"\d+-of-\d+",
 
@@ -375,17 +376,70 @@ def eval_dir(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
 
 
+def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
+    """The model bundle of one trained student (ccr.search.bundle): its weights with the encoders that
+    feed it, the query sets it serves and their evaluations, and its key.
+
+    The key hashes the student and everything written into the bundle (encoders with all their
+    params, the describer of a student with slots, the evaluations), so configs that would write
+    different bundles never share a path.
+    """
+    plan = student_plan(system, trainset)
+    trainset = plan.trainset  # a student that reads no MT serves every language
+    langs = [
+        lang
+        for lang in LANGS
+        if student_plan(system, trainset_of(lang)).trainset == trainset
+    ]
+    evals = {lang: eval_dir(system, lang, seed) for lang in langs}
+    spec = {
+        "image_encoder": {
+            "backend": IMAGE_ENC["backend"],
+            "params": IMAGE_ENC["params"],
+        },
+        "text_encoder": {"backend": TEXT_ENC["backend"], "params": TEXT_ENC["params"]},
+        "describer": (
+            {"backend": DESCRIBE["backend"], "params": DESCRIBE["params"]}
+            if plan.use_slots
+            else None
+        ),
+        "description_role": TEXT_ENC["description_role"],
+        "describer_pool": plan.use_slots and bool(DESCRIBE_NEEDS),
+        "query_languages": sorted({language_code(lang) for lang in langs}),
+        "query_sets": langs,
+        "source": {
+            "dataset": DS,
+            "trainset": trainset,
+            "student_key": plan.key,
+            "seed": int(seed),
+        },
+    }
+    key = stable_hash([spec, sorted(evals.values())])
+    return SimpleNamespace(
+        key=key,
+        spec=spec,
+        student=f"{student_dir(system, trainset, seed)}/student.pt",
+        metrics=[f"{evals[lang]}/metrics.json" for lang in langs],
+    )
+
+
 # Reverse lookups from the keys in paths (wildcards) to what they stand for.
 STUDENTS = {}
 TEACHERS = {}
 EVALS = {}
 GALLERIES = {}
+BUNDLES = {}
 for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
         if system_spec(_system).trains_student:
             _plan = student_plan(_system, _trainset)
             STUDENTS.setdefault((_plan.trainset, _plan.key), _system)
+            for _seed in SEEDS:
+                BUNDLES.setdefault(
+                    bundle_plan(_system, _trainset, _seed).key,
+                    (_system, _trainset, _seed),
+                )
         if uses_teacher(_system, _trainset):
             TEACHERS.setdefault(
                 (_trainset, teacher_plan(_system, _trainset).key), _system
@@ -630,6 +684,25 @@ def embed_texts_inputs(wildcards) -> dict:
     return inputs
 
 
+def export_bundle_inputs(wildcards) -> dict:
+    """A bundle is made from its student and the evaluations whose metrics it carries."""
+    plan = bundle_plan(*BUNDLES[wildcards.bkey])
+    inputs = {"student": plan.student, "metrics": plan.metrics}
+    if plan.spec[
+        "describer_pool"
+    ]:  # a table describer travels with the training data it reads
+        inputs.update(
+            images=f"{DATA_DIR}/images.parquet",
+            captions=f"{DATA_DIR}/captions.parquet",
+            image_features=image_features_path(),
+        )
+    return inputs
+
+
+def export_bundle_params(wildcards) -> dict:
+    return bundle_plan(*BUNDLES[wildcards.bkey]).spec
+
+
 def text_source_input(wildcards) -> str:
     """The captions table a text-feature source is embedded from (captions, one MT, descriptions)."""
     source = wildcards.source
@@ -729,9 +802,15 @@ def mt_quality_outputs() -> list[str]:
     ]
 
 
+def all_bundles() -> list[str]:
+    """One model bundle per trained student of the config (the zero-shot system has no weights)."""
+    return sorted(f"results/bundles/{DS}/{key}/bundle.pt" for key in BUNDLES)
+
+
 def all_outputs() -> list[str]:
     return [
         f"{REPORT_DIR}/report.html",
         f"{REPORT_DIR}/metrics_table.md",
         *mt_quality_outputs(),
+        *all_bundles(),
     ]

@@ -1,0 +1,433 @@
+"""A trained student as one self-contained file: weights, architecture, the encoders that feed it, metrics.
+
+A bundle is what ``ccr index`` / ``ccr search`` / ``ccr serve`` need to embed new images and queries
+without the workflow's feature tables.  It is a :mod:`ccr.models.checkpoint` file of kind ``bundle``
+(tensors + plain JSON meta, read with ``torch.load(weights_only=True)``):
+
+* ``state_dict``: the student's weights (:class:`ccr.models.CrossModalStudent`);
+* ``meta``: ``arch`` (constructor arguments), ``params`` (the student params it was trained with),
+  ``image_encoder`` / ``text_encoder`` / ``describer`` (registry backend name + params: the frozen
+  models that make the student's inputs; ``describer`` is null when the student has no semantic
+  slots), ``embed_dim`` (length of the fused vectors), ``slot_fusion``, ``query_languages``,
+  ``trained_on`` (the training text), ``metrics`` (the evaluation of each query set), ``source``
+  (what it was exported from);
+* ``checksum``: ``sha256`` over the canonical JSON of ``meta`` and every tensor (name, dtype, shape,
+  bytes).  A bundle changed after export is refused by :func:`load_bundle`.
+
+A describer that works from tables (``knn-captions``: the captions of the nearest *training* photos)
+travels with what it reads: the training images' pooled features (tensor ``describer_pool.features``)
+and their English captions (``meta["describer_pool"]``), so a new photo is described by its nearest
+training photos exactly as the workflow described the gallery.
+
+Images are embedded as the workflow embeds its gallery: image encoder on the pixels (pooled + grid
+tokens), and for a student with slots the describer's views of the image through the text encoder
+with the descriptions' role (``passage``, or ``query`` for knn-captions views); queries go through
+the text encoder with role ``query``.  The vectors are the
+fused, L2-normalised embeddings of :mod:`ccr.models.fusion`, so inner product = the trained score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ccr.evaluate.metrics import l2_normalise
+from ccr.keys import canonical, canonical_json, encoder_key
+from ccr.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ccr.models.factory import create_student, pick_device
+from ccr.models.fusion import embed_image_arrays, embed_text_arrays
+from ccr.params import resolve_student_params
+
+log = logging.getLogger("ccr.search")
+
+KIND = "bundle"
+BUNDLE_FORMAT = 1
+# Image backends that read features shipped with a dataset: they cannot embed a new image.
+NOT_FOR_NEW_IMAGES = frozenset({"precomputed"})
+# Rows per forward pass of the heads.
+HEAD_BATCH = 256
+
+ImageInput = str | os.PathLike | Image.Image
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used (the message names the bundle file and what is wrong)."""
+
+
+def tensor_checksum(meta: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` over the canonical JSON of ``meta`` and every tensor (sorted by name)."""
+    digest = hashlib.sha256()
+    digest.update(canonical_json(meta).encode("utf-8"))
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        header = canonical_json([name, str(tensor.dtype), list(tensor.shape)])
+        digest.update(b"\0" + header.encode("utf-8") + b"\0")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _spec(what: str, spec: Mapping[str, Any] | None, required: bool = True) -> dict[str, Any] | None:
+    """``{"backend", "params"}`` of an encoder/describer, checked (a ValueError names ``what``)."""
+    if spec is None:
+        if required:
+            raise ValueError(f"export_bundle: {what} is required")
+        return None
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("backend"), str) or not spec["backend"]:
+        raise ValueError(f"export_bundle: {what} must be a mapping with a 'backend' name, got {spec!r}")
+    try:
+        params = canonical(dict(spec.get("params") or {}))
+    except TypeError as err:
+        raise ValueError(f"export_bundle: {what} params must be JSON values: {err}") from err
+    return {"backend": spec["backend"], "params": params}
+
+
+POOL_TENSOR = "describer_pool.features"
+
+
+def describer_pool(images_path: str | os.PathLike, captions_path: str | os.PathLike,
+                   image_features_path: str | os.PathLike) -> tuple[dict[str, Any], torch.Tensor]:
+    """What a table describer (knn-captions) reads of the training data: the train images' pooled
+    features and their English human captions (never a val or test caption)."""
+    import pyarrow.compute as pc
+
+    from ccr.data.tables import read_captions, read_images
+    from ccr.features.store import read_features
+
+    images = read_images(images_path)
+    train_ids = images.filter(pc.equal(images["split"], "train"))["image_id"].to_pylist()
+    feats = read_features(image_features_path, with_tokens=False).take(train_ids)
+    caps = read_captions(captions_path)
+    keep = pc.and_(pc.and_(pc.equal(caps["split"], "train"), pc.equal(caps["lang"], "en")),
+                   pc.equal(caps["origin"], "human"))
+    caps = caps.filter(keep)
+    pool = {"image_ids": train_ids, "caption_ids": caps["caption_id"].to_pylist(),
+            "caption_image_ids": caps["image_id"].to_pylist(), "caption_texts": caps["text"].to_pylist()}
+    return pool, torch.from_numpy(np.ascontiguousarray(feats.pooled, dtype=np.float32))
+
+
+def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                  image_encoder: Mapping[str, Any], text_encoder: Mapping[str, Any],
+                  describer: Mapping[str, Any] | None, query_languages: Sequence[str],
+                  metrics: Mapping[str, Mapping[str, Any]] | None = None,
+                  source: Mapping[str, Any] | None = None, description_role: str = "passage",
+                  pool: tuple[dict[str, Any], torch.Tensor] | None = None) -> Path:
+    """Write the bundle of the trained student at ``student_path`` to ``out_path`` (atomically).
+
+    ``image_encoder`` / ``text_encoder`` / ``describer`` are ``{"backend", "params"}`` as in the
+    config (``describer`` only for a student with slots); ``metrics`` maps a query set to its
+    evaluation (metrics.json); ``source`` is free JSON saying what the bundle was made from.
+    ``description_role``: the text encoder role the descriptions were embedded with; ``pool``
+    (:func:`describer_pool`): what a table describer reads, required for one.
+    """
+    ckpt = load_checkpoint(student_path, "student")
+    meta = ckpt["meta"]
+    for field in ("arch", "params"):
+        if field not in meta:
+            raise CheckpointError(f"{student_path}: field '{field}' is missing from the checkpoint meta")
+    params = resolve_student_params(dict(meta["params"]))
+    slots = bool(meta["arch"].get("use_slots"))
+    if slots and describer is None:
+        raise ValueError(f"export_bundle: the student {student_path} uses semantic slots, so 'describer' "
+                         "(the backend that wrote its description views) is required")
+    beta = float(params.slot_fusion) if slots else 0.0
+    fused = slots and beta > 0
+    langs = sorted({str(lang) for lang in query_languages})
+    if not langs:
+        raise ValueError("export_bundle: query_languages is empty")
+    bundle_meta = canonical({
+        "bundle_format": BUNDLE_FORMAT,
+        "arch": meta["arch"],
+        "params": params.to_dict(),
+        "image_encoder": _spec("image_encoder", image_encoder),
+        "text_encoder": _spec("text_encoder", text_encoder),
+        "describer": _spec("describer", describer, required=False) if slots else None,
+        "description_role": description_role,
+        "describer_pool": pool[0] if slots and pool is not None else None,
+        "embed_dim": int(params.embed_dim) * (2 if fused else 1),
+        "slot_fusion": beta,
+        "query_languages": langs,
+        "trained_on": meta.get("lang"),
+        "student": {k: meta.get(k) for k in ("epoch", "val_mr", "seed", "fingerprint", "has_mt", "distilled")},
+        "metrics": dict(metrics or {}),
+        "source": dict(source or {}),
+    })
+    from ccr.describe import DESCRIBERS
+
+    if slots and pool is None and describer is not None:
+        factory = DESCRIBERS._factories.get(describer["backend"])
+        if isinstance(factory, str):
+            import importlib
+
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        if getattr(factory, "needs", ()):
+            raise ValueError(f"export_bundle: describer '{describer['backend']}' reads the training tables: "
+                             "pass pool=describer_pool(images, captions, image_features)")
+    state = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
+    if slots and pool is not None:
+        state[POOL_TENSOR] = pool[1]
+    checksum = tensor_checksum(bundle_meta, state)
+    save_checkpoint(out_path, KIND, bundle_meta, state, checksum=checksum)
+    log.info("exported bundle %s (%s) from %s: embed dim %d, slots %s, languages %s", out_path, checksum[:19],
+             student_path, bundle_meta["embed_dim"], "yes" if slots else "no", ", ".join(langs))
+    return Path(out_path)
+
+
+class Bundle:
+    """A loaded bundle: embeds images (file paths or PIL images) and texts into the student's space.
+
+    Encoders are created on first use (a text query needs no image model).  Every output is float32,
+    L2-normalised, (n, :attr:`dim`).
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], state_dict: dict[str, torch.Tensor], checksum: str,
+                 device: str = "cpu", threads: int | None = None):
+        self.path, self.meta, self.checksum = path, meta, checksum
+        self.dim = int(meta["embed_dim"])
+        self.beta = float(meta["slot_fusion"])
+        self.device = pick_device(device)
+        self.threads = threads
+        self.model = create_student(meta["arch"])
+        state_dict = dict(state_dict)
+        self.pool_features = state_dict.pop(POOL_TENSOR, None)
+        try:
+            self.model.load_state_dict(state_dict)
+        except RuntimeError as err:
+            raise BundleError(f"{path}: weights do not fit the architecture in its meta: {err}") from err
+        self.model.to(self.device).eval()
+        self.use_slots = self.model.slot_module is not None
+        self._image_encoder: Any = None
+        self._text_encoder: Any = None
+        self._describer: Any = None
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, dim={self.dim}, checksum={self.checksum[:19]}...)"
+
+    @property
+    def query_languages(self) -> list[str]:
+        return list(self.meta["query_languages"])
+
+    # ---- encoders ---------------------------------------------------------------------------------
+
+    def _create(self, role: str, registry: Any, spec: Mapping[str, Any]) -> Any:
+        hints = {"threads": self.threads} if self.threads else None
+        try:
+            return registry.create(spec["backend"], hints=hints, **dict(spec["params"]))
+        except Exception as err:  # a missing package (ImportError), bad params, a model file not found...
+            raise BundleError(f"{self.path}: cannot create the bundle's {role} '{spec['backend']}' with params "
+                              f"{dict(spec['params'])}: {type(err).__name__}: {err}. Install what it needs "
+                              "(see docs/search.md) or use a bundle whose encoders are installed here") from err
+
+    @property
+    def image_encoder(self) -> Any:
+        if self._image_encoder is None:
+            from ccr.features import IMAGE_ENCODERS
+
+            self._image_encoder = self._create("image encoder", IMAGE_ENCODERS, self.meta["image_encoder"])
+        return self._image_encoder
+
+    @property
+    def text_encoder(self) -> Any:
+        if self._text_encoder is None:
+            from ccr.features import TEXT_ENCODERS
+
+            self._text_encoder = self._create("text encoder", TEXT_ENCODERS, self.meta["text_encoder"])
+        return self._text_encoder
+
+    @property
+    def describer(self) -> Any:
+        if self._describer is None:
+            from ccr.describe import DESCRIBERS
+
+            self._describer = self._create("describer", DESCRIBERS, self.meta["describer"])
+        return self._describer
+
+    def load_encoders(self, images: bool = True) -> None:
+        """Create every encoder now (fail before hours of work rather than at the first image)."""
+        _ = self.text_encoder
+        if images:
+            _ = self.image_encoder
+            if self.use_slots:
+                _ = self.describer
+
+    # ---- embeddings -------------------------------------------------------------------------------
+
+    def embed_image_features(self, pooled: np.ndarray, tokens: np.ndarray | None, desc: np.ndarray | None,
+                             desc_mask: np.ndarray | None) -> np.ndarray:
+        """Image features (as in the feature tables: pooled (n, Di), tokens (n, T, Di), description views
+        (n, V, Dt) + mask (n, V)) -> fused embeddings (n, dim)."""
+        if self.use_slots and desc is None:
+            raise ValueError(f"{self.path}: the student uses semantic slots: description views are needed")
+        out = embed_image_arrays(self.model, np.asarray(pooled, np.float32), tokens,
+                                 desc if self.use_slots else None, desc_mask if self.use_slots else None,
+                                 self.beta, HEAD_BATCH, self.device)
+        return l2_normalise(out.reshape(len(pooled), self.dim), "image embeddings")
+
+    def embed_text_features(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled sentence features (n, Dt) -> embeddings (n, dim)."""
+        out = embed_text_arrays(self.model, np.asarray(pooled, np.float32), self.beta, HEAD_BATCH, self.device)
+        return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
+
+    def _describe_from_pool(self, pooled: np.ndarray) -> list[list[str]]:
+        """Views of new images by a table describer: their nearest photos among the training images."""
+        import pyarrow as pa
+
+        from ccr.data.tables import CAPTIONS_SCHEMA
+        from ccr.features.store import Features
+
+        pool = self.meta.get("describer_pool")
+        if pool is None or self.pool_features is None:
+            raise BundleError(f"{self.path}: describer '{self.meta['describer']['backend']}' needs the training "
+                              "pool, which this bundle lacks; re-export it")
+        new_ids = [f"new-{i}" for i in range(len(pooled))]
+        images = pa.table({"image_id": pool["image_ids"] + new_ids,
+                           "path": ["bundle"] * (len(pool["image_ids"]) + len(new_ids)),
+                           "split": ["train"] * len(pool["image_ids"]) + ["test"] * len(new_ids)})
+        n = len(pool["caption_ids"])
+        captions = pa.table({"caption_id": pool["caption_ids"], "image_id": pool["caption_image_ids"],
+                             "lang": ["en"] * n, "text": pool["caption_texts"], "origin": ["human"] * n,
+                             "split": ["train"] * n, "source_id": [None] * n}, schema=CAPTIONS_SCHEMA)
+        feats = Features(ids=pool["image_ids"] + new_ids,
+                         pooled=np.concatenate([self.pool_features.numpy(), np.asarray(pooled, np.float32)]))
+        table = self.describer.describe_table(images, captions, feats, image_ids=new_ids)
+        views: dict[str, list[str]] = {}
+        for iid, text in zip(table["image_id"].to_pylist(), table["text"].to_pylist(), strict=True):
+            views.setdefault(iid, []).append(text)
+        return [views.get(i, []) for i in new_ids]
+
+    def describe(self, paths: Sequence[str], pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Description views of image files through the text encoder: (n, V, Dt) and mask (n, V).
+
+        A table describer (knn-captions) reads the images' ``pooled`` features instead of the files.
+        """
+        if getattr(self.describer, "needs", ()):
+            if pooled is None:
+                raise ValueError("describe: this bundle's describer needs the images' pooled features")
+            views = self._describe_from_pool(pooled)
+        else:
+            views = self.describer.describe([str(p) for p in paths])
+        if len(views) != len(paths):
+            raise RuntimeError(f"describer '{self.meta['describer']['backend']}' returned {len(views)} results "
+                               f"for {len(paths)} images")
+        # the describe stage stores each view with its whitespace collapsed: embed the same text
+        texts = [[" ".join(v.split()) for v in per_image] for per_image in views]
+        flat = [t for per_image in texts for t in per_image]
+        vecs = self.text_encoder.encode(flat, role=self.meta.get("description_role", "passage"),
+                                        langs=["en"] * len(flat))
+        width = max((len(t) for t in texts), default=1)
+        desc = np.zeros((len(paths), width, vecs.shape[1]), np.float32)
+        mask = np.zeros((len(paths), width), bool)
+        row = 0
+        for i, per_image in enumerate(texts):
+            k = len(per_image)
+            desc[i, :k], mask[i, :k] = vecs[row: row + k], True
+            row += k
+        return desc, mask
+
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Image files (raises :class:`ccr.features.ImageLoadError` naming an unreadable one) or PIL
+        images -> (n, dim)."""
+        from ccr.features import load_image
+
+        pils = [im.convert("RGB") if isinstance(im, Image.Image) else load_image(im) for im in images]
+        files = None if any(isinstance(im, Image.Image) for im in images) else [str(p) for p in images]
+        return self.embed_loaded(pils, files)
+
+    def embed_loaded(self, images: Sequence[Image.Image], paths: Sequence[str] | None = None) -> np.ndarray:
+        """Decoded RGB images -> (n, dim); ``paths``: their files, which the describer reads (without
+        them, images go to the describer through temporary PNG files)."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        pooled, tokens = self.image_encoder.encode(list(images))
+        desc = mask = None
+        if self.use_slots:
+            if getattr(self.describer, "needs", ()):
+                desc, mask = self.describe([f"image-{i}" for i in range(len(images))], pooled)
+            elif paths is not None:
+                desc, mask = self.describe(list(paths))
+            else:  # describers read files
+                with tempfile.TemporaryDirectory(prefix="ccr-bundle-") as tmp:
+                    files = []
+                    for i, im in enumerate(images):
+                        files.append(str(Path(tmp) / f"{i}.png"))
+                        im.save(files[-1])
+                    desc, mask = self.describe(files)
+        return self.embed_image_features(pooled, tokens, desc, mask)
+
+    def embed_texts(self, texts: Sequence[str], langs: Sequence[str] | None = None) -> np.ndarray:
+        """Query texts (any language the text encoder handles) -> (n, dim)."""
+        texts = [str(t) for t in texts]
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise ValueError(f"query #{empty[0]} is empty")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        pooled = self.text_encoder.encode(texts, role="query", langs=list(langs) if langs else None)
+        return self.embed_text_features(pooled)
+
+    def summary(self) -> dict[str, Any]:
+        """What the bundle is, in a few fields (for logs, index folders and the search page)."""
+        m = self.meta
+        return {"path": str(self.path), "checksum": self.checksum, "embed_dim": self.dim,
+                "image_encoder": encoder_key(m["image_encoder"]["backend"], m["image_encoder"]["params"]),
+                "text_encoder": encoder_key(m["text_encoder"]["backend"], m["text_encoder"]["params"]),
+                "describer": m["describer"]["backend"] if m["describer"] else None,
+                "query_languages": m["query_languages"], "trained_on": m["trained_on"]}
+
+
+def _check_backends(path: Path, meta: Mapping[str, Any]) -> None:
+    """Refuse a bundle whose encoder names this installation does not know (before any model loads)."""
+    from ccr.describe import DESCRIBERS
+    from ccr.features import IMAGE_ENCODERS, TEXT_ENCODERS
+
+    wanted = [("image encoder", IMAGE_ENCODERS, meta["image_encoder"]),
+              ("text encoder", TEXT_ENCODERS, meta["text_encoder"])]
+    if meta["describer"] is not None:
+        wanted.append(("describer", DESCRIBERS, meta["describer"]))
+    for role, registry, spec in wanted:
+        backend = spec["backend"]
+        if backend in NOT_FOR_NEW_IMAGES:
+            raise BundleError(f"{path}: the bundle's {role} is '{backend}' (features that came with a dataset): "
+                              "it cannot embed new images; export a student trained on an image encoder")
+        if backend not in registry.names():
+            raise BundleError(f"{path}: the bundle's {role} '{backend}' is not installed in this ccr "
+                              f"(known: {', '.join(registry.names())}); install the ccr version or extra "
+                              "that provides it")
+
+
+def load_bundle(path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> Bundle:
+    """Read and verify a bundle (``weights_only`` load, checksum, known encoders) -> :class:`Bundle`.
+
+    Raises :class:`BundleError` (or :class:`ccr.models.CheckpointError`) naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path, KIND)
+    except FileNotFoundError as err:
+        raise BundleError(f"bundle not found: {path}") from err
+    meta, state, stored = ckpt["meta"], ckpt["state_dict"], ckpt.get("checksum")
+    if not isinstance(stored, str) or not stored.startswith("sha256:"):
+        raise BundleError(f"{path}: no checksum in the bundle (field 'checksum'); re-export it")
+    if meta.get("bundle_format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: bundle format {meta.get('bundle_format')!r}, this ccr reads {BUNDLE_FORMAT}")
+    actual = tensor_checksum(meta, state)
+    if actual != stored:
+        raise BundleError(f"{path}: checksum mismatch: the bundle was changed after export (stored {stored}, "
+                          f"computed {actual}); refusing to use it. Re-export it from the student checkpoint")
+    missing = [k for k in ("arch", "image_encoder", "text_encoder", "describer", "embed_dim", "slot_fusion",
+                           "query_languages") if k not in meta]
+    if missing:
+        raise BundleError(f"{path}: field(s) {missing} missing from the bundle meta")
+    _check_backends(path, meta)
+    bundle = Bundle(path, meta, state, stored, device=device, threads=threads)
+    log.info("loaded bundle %s (%s): embed dim %d, trained on %s", path, stored[:19], bundle.dim, meta["trained_on"])
+    return bundle

@@ -1,0 +1,33 @@
+"""Snakemake script for rule export_bundle: calls ccr.search.export_bundle with the student and its evaluations."""
+
+import json
+from pathlib import Path
+
+from ccr.io import setup_logging
+from ccr.search import export_bundle
+from ccr.search.bundle import describer_pool
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    spec = snakemake.params.spec
+    metrics = {lang: json.loads(Path(path).read_text(encoding="utf-8"))
+               for lang, path in zip(spec["query_sets"], snakemake.input.metrics, strict=True)}
+    export_bundle(
+        snakemake.input.student,
+        snakemake.output.bundle,
+        image_encoder=spec["image_encoder"],
+        text_encoder=spec["text_encoder"],
+        describer=spec["describer"],
+        query_languages=spec["query_languages"],
+        metrics=metrics,
+        source=spec["source"],
+        description_role=spec["description_role"],
+        pool=describer_pool(snakemake.input.images, snakemake.input.captions, snakemake.input.image_features)
+        if spec["describer_pool"]
+        else None,
+    )
+
+
+if __name__ == "__main__":
+    main(globals()["snakemake"])
