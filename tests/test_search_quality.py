@@ -55,9 +55,13 @@ def test_french_queries_find_their_image_through_index_and_search(search_referen
     torch.manual_seed(0)
     untrained = create_student(ckpt["meta"]["arch"])
     save_checkpoint(tmp_path / "untrained.pt", "student", ckpt["meta"], untrained.state_dict())
+    pool = None
+    if meta["describer_pool"] is not None:  # knn-captions: the same training pool describes the photos
+        pool = (meta["describer_pool"], load_checkpoint(bundle_path, "bundle")["state_dict"]["describer_pool.features"])
     base_bundle = export_bundle(tmp_path / "untrained.pt", tmp_path / "untrained-bundle.pt",
                                 image_encoder=meta["image_encoder"], text_encoder=meta["text_encoder"],
-                                describer=meta["describer"], query_languages=["fr"])
+                                describer=meta["describer"], query_languages=["fr"],
+                                description_role=meta["description_role"], pool=pool)
     index_images(base_bundle, list(photos.values()), tmp_path / "idx-untrained")
     index, bundle = open_index(tmp_path / "idx-untrained")
     base_found = [[image_of[h.path] for h in hits] for hits in index.search(bundle.embed_texts(
