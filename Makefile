@@ -8,7 +8,7 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
 
-.PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-features clean
+.PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-m30k-val bench-features clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
