@@ -219,7 +219,7 @@ def main() -> None:
                     help="the tuning queries must reach target + margin, so held-out sampling noise does not sink it")
     ap.add_argument("--clusters", type=int, default=1024)
     ap.add_argument("--latent", type=int, default=64)
-    ap.add_argument("--spread", type=float, default=0.7, help="within-cluster std relative to the centres' std")
+    ap.add_argument("--spread", type=float, default=0.9, help="within-cluster std relative to the centres' std")
     ap.add_argument("--noise-energy", type=float, default=0.1, help="share of energy in isotropic noise")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
