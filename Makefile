@@ -8,7 +8,7 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
 
-.PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-m30k-val bench-features clean
+.PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-m30k-val bench-features bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ bench-m30k-val: setup
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py
+
+# Exact evaluation ranks at 10k/100k/1M gallery items; serving index (IVF/HNSW) vs exact at 1M (docs/scale.md).
+bench-scale: setup
+	$(BIN)/python bench/eval_scale.py
+	$(BIN)/python bench/ann_index.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -101,9 +101,10 @@ def test_add_continues_ids(data):
 
 def test_defaults_and_derived_ivf_params():
     p = index_params("ivf", n=1_000_000)
-    assert p["nlist"] == 1000 and p["train_size"] == 64_000 and p["nprobe"] == 16
-    assert index_params("ivf", n=100)["nlist"] == 2  # at least 39 points per list
-    assert index_params("hnsw") == {"M": 32, "efConstruction": 40, "efSearch": 64}
+    assert p["nlist"] == 1000 and p["train_size"] == 64_000 and p["nprobe"] == 125
+    assert index_params("ivf", n=100) == {"nlist": 2, "nprobe": 1, "train_size": 100, "niter": 20, "seed": 0}
+    assert index_params("ivf", {"nlist": 64, "nprobe": 3}, n=10_000)["nprobe"] == 3
+    assert index_params("hnsw") == {"M": 32, "efConstruction": 40, "efSearch": 128}
     assert index_params("exact") == {}
 
 

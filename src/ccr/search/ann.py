@@ -31,21 +31,25 @@ import numpy as np
 
 from ccr.evaluate.metrics import l2_normalise
 
-# kind -> param -> default (None: derived from the gallery, see _resolve).
+# kind -> param -> default (None: derived from the gallery size, see index_params).
 PARAMS: dict[str, dict[str, int | None]] = {
     "exact": {},
-    "ivf": {"nlist": None, "nprobe": 16, "train_size": None, "niter": 20, "seed": 0},
+    "ivf": {"nlist": None, "nprobe": None, "train_size": None, "niter": 20, "seed": 0},
     # efConstruction 40 (FAISS's own default): half the build time of 80 for the same recall on the
-    # clustered 50k bench set (bench/ann_index.py).
-    "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 64},
+    # clustered 50k bench set.  efSearch 128: recall@10 0.996 on 98k real caption embeddings (64: 0.989).
+    # Figures: docs/scale.md (bench/ann_index.py).
+    "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 128},
 }
+# Default nprobe = nlist // NPROBE_FRACTION: on 98k real caption embeddings nlist/8 lists gave recall@10
+# ~0.97, on the 1M calibrated synthetic set ~0.995 (docs/scale.md).  Fewer lists trade recall for speed.
+NPROBE_FRACTION = 8
 KINDS = tuple(PARAMS)
 # Params that may be changed per search call (the rest are fixed when the index is built).
 SEARCH_PARAMS: dict[str, tuple[str, ...]] = {"exact": (), "ivf": ("nprobe",), "hnsw": ("efSearch",)}
 # k-means wants at least this many training points per list (FAISS warns below 39).
 MIN_POINTS_PER_LIST = 39
-# Default training sample per list: enough for stable centroids, far below FAISS's 256 cap, so that
-# training a 1M gallery takes seconds, not minutes.
+# Default training sample per list: above FAISS's minimum of 39 and a quarter of its 256 cap, so k-means
+# on a 1M gallery trains on 64k rows (the whole IVF build took 57 s here, adding included).
 TRAIN_POINTS_PER_LIST = 64
 # Rows normalised and added per FAISS call: bounds the normalised copy to this many rows.
 ADD_BLOCK_ROWS = 65_536
@@ -86,8 +90,8 @@ def index_params(kind: str, params: Mapping[str, Any] | None = None, n: int | No
             out["nlist"] = max(1, min(round(math.sqrt(n)), n // MIN_POINTS_PER_LIST))
         nlist = _int_param(kind, "nlist", out["nlist"], 1, n, " (at most the number of embeddings)" if n else "")
         out["nlist"] = nlist
-        if "nprobe" not in given:
-            out["nprobe"] = min(out["nprobe"], nlist)  # the default never asks for more lists than exist
+        if out["nprobe"] is None:
+            out["nprobe"] = max(1, nlist // NPROBE_FRACTION)
         out["nprobe"] = _int_param(kind, "nprobe", out["nprobe"], 1, nlist, " (at most nlist)")
         if out["train_size"] is None and n is not None:
             out["train_size"] = min(n, TRAIN_POINTS_PER_LIST * nlist)
