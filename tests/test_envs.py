@@ -37,6 +37,7 @@ PYPROJECT = _read_pyproject()
 # Pins that differ from the tested venv on purpose, with the reason.
 KNOWN_DIFFERENCES = {
     ("describe-vllm", "transformers"): "vllm 0.32.0 requires transformers>=5.16.1,<5.20.0",
+    ("describe-vllm", "numpy"): "vllm 0.32.0 pulls mistral_common, which requires numpy<2.4",
 }
 
 # Which registry's backends each rule runs (the rule's env family must serve all of them).

@@ -104,7 +104,7 @@ def test_defaults_and_derived_ivf_params():
     assert p["nlist"] == 1000 and p["train_size"] == 64_000 and p["nprobe"] == 125
     assert index_params("ivf", n=100) == {"nlist": 2, "nprobe": 1, "train_size": 100, "niter": 20, "seed": 0}
     assert index_params("ivf", {"nlist": 64, "nprobe": 3}, n=10_000)["nprobe"] == 3
-    assert index_params("hnsw") == {"M": 32, "efConstruction": 40, "efSearch": 128}
+    assert index_params("hnsw") == {"M": 32, "efConstruction": 100, "efSearch": 128}
     assert index_params("exact") == {}
 
 

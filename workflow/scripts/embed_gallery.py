@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from ccr.evaluate import embed_gallery
-from ccr.io import setup_logging
+from ccr.io import fingerprint, path_fingerprint, setup_logging
 from ccr.train import TrainInputs, load_retriever
 
 
@@ -13,7 +13,10 @@ def main(snakemake) -> None:
     inputs = TrainInputs.from_mapping(snakemake.input, lang="en")
     student = snakemake.input.get("student")
     retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
-    embed_gallery(retriever, inputs, snakemake.output[0], split=spec["split"])
+    # keyed like every other table: the model's settings and the content of what it read
+    made_from = {name: path_fingerprint(path) for name, path in snakemake.input.items()}
+    key = fingerprint("embed_gallery", {"split": spec["split"], "student": spec["student"]}, made_from)
+    embed_gallery(retriever, inputs, snakemake.output[0], split=spec["split"], fingerprint_=key)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ from ccr.evaluate.metrics import l2_normalise
 PARAMS: dict[str, dict[str, int | None]] = {
     "exact": {},
     "ivf": {"nlist": None, "nprobe": None, "train_size": None, "niter": 20, "seed": 0},
-    # efConstruction 40 (FAISS's own default): half the build time of 80 for the same recall on the
-    # clustered 50k bench set.  efSearch 128: recall@10 0.996 on 98k real caption embeddings (64: 0.989).
+    # efConstruction 100: at 1M calibrated vectors FAISS's own default (40) built a graph that stopped at
+    # recall@10 0.96 whatever efSearch; 100 reached 0.999 at efSearch 128 for 1.2x the build time.
+    # efSearch 128: recall@10 0.996 on 98k real caption embeddings (64: 0.989).
     # Figures: docs/scale.md (bench/ann_index.py).
-    "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 128},
+    "hnsw": {"M": 32, "efConstruction": 100, "efSearch": 128},
 }
 # Default nprobe = nlist // NPROBE_FRACTION: on 98k real caption embeddings nlist/8 lists gave recall@10
 # ~0.97, on the 1M calibrated synthetic set ~0.995 (docs/scale.md).  Fewer lists trade recall for speed.
