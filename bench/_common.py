@@ -1,23 +1,26 @@
-"""Helpers shared by the scale benches (eval_scale.py, ann_index.py): child processes, peak RSS, CPU load."""
+"""Helpers shared by the benches: child processes, peak RSS, CPU load, and the JSON report each one writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def default_dim() -> int:
     """The student's evaluation embedding size under ccr's defaults.
 
-    ``TrainParams`` defaults: ``embed_dim`` 256 with slots on and ``slot_fusion`` 0.2, and
+    ``StudentParams`` defaults: ``embed_dim`` 256 with slots on and ``slot_fusion`` 0.2, and
     ``StudentRetriever`` then concatenates the global and the slot-fused parts (``dim = embed_dim * 2``),
     so the default (full) system's gallery embeddings are 512-d.
     """
-    from ccr.train.params import TrainParams  # ccr.train imports torch: call this in the parent only
+    from ccr.params import StudentParams
 
-    p = TrainParams()
+    p = StudentParams()
     return p.embed_dim * (2 if p.use_slots and p.slot_fusion > 0 else 1)
 
 
@@ -83,3 +86,19 @@ class LoadMeter:
 def median(xs: list[float]) -> float:
     s = sorted(xs)
     return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """CPU count, platform, Python and the 1/5/15-minute load at the end (figures on a shared machine vary
+    with it), plus the bench's own entries (threads, library versions)."""
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            **extra, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_report(out: str | os.PathLike, report: dict[str, Any]) -> Path:
+    """``report`` as indented UTF-8 JSON at ``out`` (folders made); prints where."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}", file=sys.stderr)
+    return out

@@ -39,12 +39,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-from _common import LoadMeter, child_cmd, default_dim, run_child, thread_env
+from _common import LoadMeter, child_cmd, default_dim, machine, run_child, thread_env, write_report
 
 BLOCK = 65_536
 K = 10
@@ -292,17 +291,13 @@ def main() -> None:
 
     report = {
         "what": "ccr.search.ann indexes vs exact search: recall@10 against exact top-10, queries/s, build time",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "threads": args.threads, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(threads=args.threads),
         "params": {k: v for k, v in vars(args).items() if not k.startswith(("child", "params", "truth"))},
         "note": ("recall and QPS on held-out queries at the smallest knob value reaching the target on tuning queries; "
                  "'others' = CPU share used by other processes during the child (the machine is shared)"),
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

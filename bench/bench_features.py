@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, write_report
 from PIL import Image
 
 from ccr.features import IMAGE_ENCODERS, TEXT_ENCODERS
@@ -92,15 +91,11 @@ def main() -> None:
     import torch
 
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_avg_1min": round(os.getloadavg()[0], 2)},
+        "machine": machine(torch=torch.__version__),
         "note": "median of repeats on distinct inputs; the machine is shared, so runs vary",
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -36,11 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
-from pathlib import Path
 
-from _common import LoadMeter, child_cmd, default_dim, median, proc_status_kib, run_child, thread_env
+from _common import (
+    LoadMeter,
+    child_cmd,
+    default_dim,
+    machine,
+    median,
+    proc_status_kib,
+    run_child,
+    thread_env,
+    write_report,
+)
 
 # Slack allowed above block_bytes for the rest of the ranking working set (the queries once more in
 # caption order, one chunk of rows, the norm check's row blocks, integer arrays), in MiB.
@@ -187,18 +195,14 @@ def main() -> None:
           f"memory within bound: {targets['memory_within_bound']}")
     report = {
         "what": "exact T2I ranks (queries x gallery) and I2T ranks (captioned images x queries), ccr.evaluate.metrics",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "blas_threads": args.threads, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(blas_threads=args.threads),
         "params": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
         "note": ("median and best of the repeats; 'others' = CPU share used by other processes while timed "
                  "(the machine is shared, so figures vary)"),
         "targets": targets,
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import LoadMeter
+from _common import LoadMeter, machine, write_report
 
 K = 10
 
@@ -178,9 +176,8 @@ def main() -> None:
 
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "threads": args.threads, "load_1min_at_start": meter.load_1min,
-                    "other_processes_cpu_share": meter.stop(time.perf_counter() - started)[0]},
+        "machine": machine(threads=args.threads, load_1min_at_start=meter.load_1min,
+                           other_processes_cpu_share=meter.stop(time.perf_counter() - started)[0]),
         "bundle": {**bundle.summary(), "path": str(bundle.path)},
         "k": K, "queries": args.queries, "warmup": args.warmup, "query_language": "fr",
         "indexing_1k": indexing,
@@ -188,9 +185,7 @@ def main() -> None:
                           f"+ N(0, ({args.noise}/sqrt(d))^2) noise per coordinate, renormalised",
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_report(args.out, out)
 
 
 if __name__ == "__main__":
