@@ -676,6 +676,15 @@ def reuses_caption_vectors() -> bool:
     )
 
 
+def text_spec(wildcards) -> dict:
+    """The text encoder's settings for one table: the descriptions' role only for the descriptions, so
+    configs that differ only there share the captions' and translations' vectors (params trigger).
+    """
+    if wildcards.source.startswith("descriptions."):
+        return TEXT_ENC
+    return {k: v for k, v in TEXT_ENC.items() if k != "description_role"}
+
+
 def embed_texts_inputs(wildcards) -> dict:
     inputs = {"captions": text_source_input(wildcards)}
     if wildcards.source.startswith("descriptions.") and reuses_caption_vectors():

@@ -41,7 +41,7 @@ rule embed_texts:
         runtime=job_resource("embed_texts", "runtime", TEXT_ENC),
         gpu=job_resource("embed_texts", "gpu", TEXT_ENC),
     params:
-        spec=TEXT_ENC,
+        spec=text_spec,
         part=part_of,
         query_langs=QUERY_LANGS,
     script:

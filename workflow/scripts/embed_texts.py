@@ -18,7 +18,7 @@ def main(snakemake) -> None:
         part=parse_part(snakemake.params.part),
         skip_unused_human=True,
         query_langs=snakemake.params.query_langs,
-        description_role=spec["description_role"],
+        description_role=spec.get("description_role", "passage"),
         reuse=[(snakemake.input.reuse_captions, snakemake.input.reuse_features)]
         if snakemake.input.get("reuse_features")
         else [],

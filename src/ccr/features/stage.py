@@ -267,8 +267,12 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     schema = text_feature_schema(encoder.dim, token_dim, _meta("text", backend, params))
     inputs = {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)}
     inputs.update({f"reuse{i}": read_fingerprint(f) for i, (_, f) in enumerate(reuse)})
+    # the descriptions' role changes nothing in a table without descriptions (captions, MT): such tables
+    # are the same whatever it is, and configs differing only there share them
+    has_descriptions = pc.any(pc.equal(table["origin"], "description")).as_py() or False
     fp = fingerprint("embed_texts", {"encoder": encoder_key(backend, params), "with_tokens": with_tokens,
-                                     "skip_unused_human": skip_unused_human, "description_role": description_role,
+                                     "skip_unused_human": skip_unused_human,
+                                     "description_role": description_role if has_descriptions else None,
                                      "query_langs": sorted(query_langs) if query_langs is not None else None},
                      inputs)
     reused = _reusable(reuse, set(rows.values()), encoder_key(backend, params), with_tokens) if reuse else {}
