@@ -67,6 +67,7 @@ ablation: setup
 # `make bench-m30k-val` (val only, never test).
 bench-m30k: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k-ablation.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k-tags.yaml
 	$(BIN)/python bench/m30k_table.py --val --out results/m30k-f8k
 

@@ -1,7 +1,8 @@
-"""Collect the M30K-F8K benchmark into results/m30k-f8k/ (run after the workflow: `make bench-m30k`).
+"""Collect the M30K-F8K benchmark into results/m30k-f8k/ (run after the workflows: `make bench-m30k`).
 
-Reads the reports of config/m30k-f8k.yaml (knn-captions describer) and config/m30k-f8k-tags.yaml
-(the imagenet-tags describer, side by side for zero-shot and full), and writes
+Reads the reports of config/m30k-f8k.yaml (knn-captions describer, 3 seeds), config/m30k-f8k-ablation.yaml
+(the slot and softened-matching ablation rows, one seed) and config/m30k-f8k-tags.yaml (the imagenet-tags
+describer, side by side for zero-shot and full), and writes
 
 * ``table.md`` / ``table.parquet``: per system and describer, test mR mean +- sample std over seeds for
   each query set (fr, de, cs, de-task2), then the full Recall@K table;
@@ -47,12 +48,15 @@ def summary(rows: pa.Table, split: str) -> tuple[list[str], list[list[str]], pa.
         SELECT system, describer, lang, count(DISTINCT seed) AS n_seeds, avg(mr) AS mr_mean, stddev_samp(mr) AS mr_std
         FROM runs WHERE split = '{split}' GROUP BY ALL ORDER BY ALL""")
     cells: dict[tuple[str, str], dict[str, str]] = {}
+    seeds: dict[tuple[str, str], int] = {}
     for r in agg.to_pylist():
-        cells.setdefault((r["system"], r["describer"]), {})[r["lang"]] = format_mean_std(r["mr_mean"], r["mr_std"])
+        key = (r["system"], r["describer"])
+        cells.setdefault(key, {})[r["lang"]] = format_mean_std(r["mr_mean"], r["mr_std"])
+        seeds[key] = max(seeds.get(key, 0), r["n_seeds"])
     langs = [q for q in QUERY_SETS if q in set(agg["lang"].to_pylist())]
     order = sorted(cells, key=lambda k: (-_mean(agg, k, "fr"), k))
-    header = ["system", "describer", *langs]
-    return header, [[s, d, *[cells[(s, d)].get(q, "") for q in langs]] for s, d in order], agg
+    header = ["system", "describer", "seeds", *langs]
+    return header, [[s, d, str(seeds[(s, d)]), *[cells[(s, d)].get(q, "") for q in langs]] for s, d in order], agg
 
 
 def _mean(agg: pa.Table, key: tuple[str, str], lang: str) -> float:
@@ -65,14 +69,15 @@ def _mean(agg: pa.Table, key: tuple[str, str], lang: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="results/report/m30k-f8k", help="the reports' folder")
-    parser.add_argument("--reports", nargs="*", help="report folders (default: the newest main-* and tags-*)")
+    parser.add_argument("--reports", nargs="*", help="report folders (default: the newest main-*, ablation-* "
+                                                     "and tags-*)")
     parser.add_argument("--val", action="store_true", help="also the val sweep (the newest val-* report)")
     parser.add_argument("--out", default="results/m30k-f8k")
     parser.add_argument("--examples-system", default="full")
     args = parser.parse_args()
     root, out = Path(args.root), Path(args.out)
     reports = [Path(r) for r in args.reports] if args.reports else [
-        r for r in (newest(root, "main"), newest(root, "tags")) if r is not None]
+        r for r in (newest(root, "main"), newest(root, "ablation"), newest(root, "tags")) if r is not None]
     if not reports:
         parser.error(f"no report under {root}/main-*/: run the workflow first (make bench-m30k)")
     rows = load_rows(reports)
@@ -90,7 +95,7 @@ def main() -> None:
 
     lines = ["# M30K-F8K results", "",
              "Test gallery 1,000 images (chance mR about 0.5); mean +- sample std over seeds; recalls in %. "
-             "Produced by `make bench-m30k` (config/m30k-f8k.yaml and config/m30k-f8k-tags.yaml).", "",
+             "Produced by `make bench-m30k` (config/m30k-f8k.yaml, -ablation.yaml and -tags.yaml).", "",
              "## mR per query set", "", to_markdown(header, body), "",
              "## Recall@K", "", to_markdown(full_header, full_rows), ""]
     if args.val:
