@@ -65,14 +65,18 @@ ablation: setup
 # The real benchmark over ../shared/data (M30K-F8K protocol): systems x {fr, de, cs, de-task2} x 3 seeds,
 # with the imagenet-tags describer beside knn-captions; the val sweep that chose the settings is
 # `make bench-m30k-val` (val only, never test).
+# The M30K-F8K trainings hold 9-14 GB each (float32 word tokens): Snakemake runs only as many at once as
+# the machine's memory allows (each rule asks for resources.mem_mb of the config).
+MEM_MB ?= $(shell awk '/MemTotal/ {print int($$2 / 1024)}' /proc/meminfo)
+
 bench-m30k: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k.yaml
-	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k-ablation.yaml
-	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k-tags.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-ablation.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-tags.yaml
 	$(BIN)/python bench/m30k_table.py --val --out results/m30k-f8k
 
 bench-m30k-val: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/m30k-f8k-val.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val.yaml
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py
