@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--captions-per-image", type=int, default=5)
-    ap.add_argument("--dim", type=int, help="embedding size (default: the student's, from TrainParams defaults)")
+    ap.add_argument("--dim", type=int, help="embedding size (default: the student's, from StudentParams defaults)")
     ap.add_argument("--noise", type=float, default=4.0, help="norm of the noise added to a query's image vector")
     ap.add_argument("--block-mib", type=int, default=256, help="block_bytes of the score blocks, in MiB")
     ap.add_argument("--threads", type=int, default=2, help="BLAS threads (OPENBLAS/OMP/MKL_NUM_THREADS)")
