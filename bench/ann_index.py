@@ -210,7 +210,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="gallery size")
     ap.add_argument("--queries", type=int, default=1000, help="queries per set (tuning and held-out)")
-    ap.add_argument("--dim", type=int, help="embedding size (default: the student's, from TrainParams defaults)")
+    ap.add_argument("--dim", type=int, help="embedding size (default: the student's, from StudentParams defaults)")
     ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="STRUCTURE:KIND",
                     help="data (clustered|isotropic|real) and approximate kind (ivf|hnsw) pairs; "
                          "exact runs first for each data set")

@@ -15,7 +15,7 @@ Data: gallery rows are i.i.d. Gaussian, L2-normalised, float32, generated in blo
 array (no second copy); a query is its image plus Gaussian noise of norm ``--noise`` (default 4, so
 cos(query, image) ~ 0.24), normalised, so ranks are not trivially 1 (R@1 drops with N, a sanity
 check).  The distribution does not change the cost of exact ranking.  d defaults to the student's
-evaluation embedding size from ``TrainParams`` defaults: ``embed_dim`` 256, doubled because the
+evaluation embedding size from ``StudentParams`` defaults: ``embed_dim`` 256, doubled because the
 default (full) system fuses slots (``use_slots`` and ``slot_fusion`` > 0: ``StudentRetriever`` concatenates
 the global and slot parts) -> 512.
 
