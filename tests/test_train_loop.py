@@ -295,3 +295,38 @@ def test_leccr_terms_as_published(data, teacher_dir, tmp_path):
     hist = _history(tmp_path)
     assert "loss_st" in hist[0] and "loss_soft" in hist[0]
     assert load_checkpoint(tmp_path / "student.pt")["meta"]["params"]["soft_norm"] == "matrix"
+
+
+def test_text_block_drop_needs_concat_blocks_and_trains_deterministically(data, tmp_path):
+    """text_block_drop zeroes the block of the encoder that lacks a language in some target rows: it needs the
+    layout in the feature tables' metadata (concat writes it) and is as deterministic as the rest."""
+    import dataclasses
+    import json
+
+    from ccr.features.store import META_KEY
+
+    params = {**TINY, "preset": "mt", "epochs": 3, "text_block_drop": 0.5}
+    with pytest.raises(ParamError, match=r"text_block_drop.*caption_features\.parquet"):
+        train_student(data, params, 0, tmp_path / "refused", None)
+    assert not (tmp_path / "refused" / "student.pt").exists()
+
+    blocks = [{"encoder": "limited", "dim": 8, "langs": ["en", "fr"]}, {"encoder": "any", "dim": 8, "langs": None}]
+    patched = {}
+    for field in ("caption_features", "translation_features"):
+        src = getattr(data, field)
+        table = pq.read_table(src)
+        encoder = json.loads(table.schema.metadata[META_KEY])
+        table = table.replace_schema_metadata({META_KEY: json.dumps({**encoder, "blocks": blocks})})
+        patched[field] = tmp_path / src.name
+        pq.write_table(table, patched[field])
+    with_blocks = dataclasses.replace(data, **patched)
+    runs = []
+    for run, drop in (("a", 0.5), ("b", 0.5), ("none", 0.0)):
+        train_student(with_blocks, {**params, "text_block_drop": drop}, 0, tmp_path / run, None)
+        runs.append([(h["train_loss"], h["val_mr"]) for h in _history(tmp_path / run)])
+    assert runs[0] == runs[1]  # same seed, same drops
+    assert runs[0] != runs[2]  # the drops change what is trained
+    assert meta(tmp_path / "a" / "student.pt")["val_mr"] > _untrained_val_mr(data, params, 0) + 10
+    # off, the switch is not in the model key: adding it left every trained model's key as it was
+    assert "text_block_drop" not in resolve_student_params({}).numeric_dict()
+    assert resolve_student_params({"text_block_drop": 0.5}).numeric_dict()["text_block_drop"] == 0.5

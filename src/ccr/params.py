@@ -55,13 +55,18 @@ class _Params:
     # Params that change neither the result nor what a resume may continue: a resumed run may differ
     # in these (amp is NOT one of them: bf16 and fp32 runs differ).
     RUNTIME: ClassVar[tuple[str, ...]] = ("device", "num_threads", "eval_batch_size")
+    # Switches added after models were trained, with the value that leaves training exactly as it was
+    # before they existed (same computation, same random draws): hashed only when set otherwise, so adding
+    # one does not change the key of every trained model.
+    NEUTRAL: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def numeric_dict(self) -> dict[str, Any]:
         """The params that change the trained weights (what keys and resume signatures hash)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in self.RUNTIME and not (k in self.NEUTRAL and v == self.NEUTRAL[k])}
 
     def validate(self) -> _Params:
         hints = typing.get_type_hints(type(self))
@@ -97,6 +102,8 @@ class TeacherParams(_Params):
 class StudentParams(_Params):
     """CL2CM stage 2: the cross-modal student, with LECCR's slots and softened matching."""
 
+    NEUTRAL: ClassVar[dict[str, Any]] = {"text_block_drop": 0.0}
+
     train: bool = _p(True, "false: the zero-shot system (no training)")
     use_mt: bool = _p(True, "target branch on the MT of each caption (false: on the English caption)")
     use_teacher: bool = _p(True, "relational distillation from the frozen CL2CM teacher")
@@ -130,6 +137,10 @@ class StudentParams(_Params):
     soft_norm: str = _p("row", "row: per-row min-max, sharpened by soft_tau; matrix: LECCR as published (min-max over "
                                "the batch matrix, no temperature)", choices=("row", "matrix"))
     w_soft: float = _p(0.5, "L_vt = (1 - w_soft) InfoNCE(v, t) + w_soft KL(soft || pred)", minimum=0, maximum=1)
+    text_block_drop: float = _p(0.0, "probability that a training target-text row loses the block of the concat "
+                                     "text features whose encoder lacks some languages (USE's), as a query in such "
+                                     "a language (Czech) has it: the heads learn to match what the other encoder "
+                                     "alone says", minimum=0, maximum=1)
 
     def validate(self) -> StudentParams:
         super().validate()

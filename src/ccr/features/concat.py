@@ -56,6 +56,11 @@ class ConcatTextEncoder:
         langs = [p.supported_langs for p in self.parts]
         self.supported_langs = None if any(s is None for s in langs) else frozenset().union(*langs)
         self.scale = 1.0 / math.sqrt(len(self.parts))
+        # the column layout, written into the feature tables' metadata: training can then make a row look
+        # like one in a language a part lacks (StudentParams.text_block_drop)
+        self.blocks = [{"encoder": n, "dim": int(p.dim),
+                        "langs": None if p.supported_langs is None else sorted(p.supported_langs)}
+                       for n, p in zip(self.names, self.parts, strict=True)]
 
     def _support(self, n: int, langs: list[str] | None) -> np.ndarray:
         """(n, P) bool: which part encodes which row (every part when the rows' languages are unknown)."""

@@ -264,7 +264,10 @@ def embed_texts(captions_paths: list, backend: str, params: dict, out_path: str 
     # Fail now, not after hours, when a language is unsupported (USE has no Czech).
     check_langs(backend, getattr(encoder, "supported_langs", None), sorted(set(table.column("lang").to_pylist())))
     token_dim = encoder.token_dim if with_tokens else None
-    schema = text_feature_schema(encoder.dim, token_dim, _meta("text", backend, params))
+    meta = _meta("text", backend, params)
+    if getattr(encoder, "blocks", None):  # concat: which columns come from which encoder (and its languages)
+        meta["blocks"] = encoder.blocks
+    schema = text_feature_schema(encoder.dim, token_dim, meta)
     inputs = {f"captions{i}": read_fingerprint(p) for i, p in enumerate(captions_paths)}
     inputs.update({f"reuse{i}": read_fingerprint(f) for i, (_, f) in enumerate(reuse)})
     # the descriptions' role changes nothing in a table without descriptions (captions, MT): such tables

