@@ -8,7 +8,6 @@ metadata (``ccr.encoder``) so a feature file says what produced it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from PIL import Image
 from ccr.data.tables import concat_captions, read_captions, read_images
 from ccr.features.images import IMAGE_ENCODERS, ImageEncoder
 from ccr.features.store import (
-    META_KEY,
+    encoder_meta,
     fixed_grid,
     fixed_list,
     image_feature_schema,
@@ -184,7 +183,7 @@ def _reusable(reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]], want
     """(role, text, lang) -> (pooled, tokens) already computed by the same encoder in other feature tables."""
     found: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray | None]] = {}
     for captions_path, features_path in reuse:
-        meta = json.loads((pq.read_schema(features_path).metadata or {}).get(META_KEY, b"{}"))
+        meta = encoder_meta(pq.read_schema(features_path))
         if meta.get("key") != key:
             raise ValueError(f"{features_path}: made by encoder {meta.get('key')}, not {key}: its vectors cannot be reused")
         caps = read_captions(captions_path)

@@ -107,6 +107,11 @@ def _to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
 
 
+def encoder_meta(schema: pa.Schema) -> dict:
+    """What made a feature table: the ``ccr.encoder`` entry of its schema metadata ({} when absent)."""
+    return json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
+
+
 def read_features(path: str | Path, with_tokens: bool = True) -> Features:
     path = Path(path)
     if not path.exists():
@@ -115,8 +120,8 @@ def read_features(path: str | Path, with_tokens: bool = True) -> Features:
     key = "image_id" if "image_id" in schema.names else "caption_id"
     columns = [key, "pooled"] + (["tokens"] if with_tokens and "tokens" in schema.names else [])
     table = pq.read_table(path, columns=columns)
-    meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
-    feats = Features(ids=table.column(key).to_pylist(), pooled=_to_matrix(table.column("pooled")), meta=meta)
+    feats = Features(ids=table.column(key).to_pylist(), pooled=_to_matrix(table.column("pooled")),
+                     meta=encoder_meta(schema))
     if "tokens" in columns:
         tok = table.column("tokens").combine_chunks()
         if pa.types.is_fixed_size_list(tok.type):  # image grid (n, T, D)
@@ -139,8 +144,7 @@ def droppable_columns(path: str | Path) -> np.ndarray | None:
     if not path.exists():
         raise FileNotFoundError(f"feature table not found: {path}")
     schema = pq.read_schema(path)
-    meta = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
-    blocks = meta.get("blocks")
+    blocks = encoder_meta(schema).get("blocks")
     if not blocks:
         return None
     dim = schema.field("pooled").type.list_size
