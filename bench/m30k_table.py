@@ -10,13 +10,14 @@ describer, side by side for zero-shot and full), and writes
 * ``examples.html``: the top-5 retrievals of 20 test queries per query set for one system.
 
 With ``--val``, also the val sweep of config/m30k-f8k-val.yaml (one seed, 242 images) that chose the
-settings.
+settings, and the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -31,7 +32,10 @@ QUERY_SETS = ("fr", "de", "cs", "de-task2")
 
 
 def newest(root: Path, run_name: str) -> Path | None:
-    found = sorted(root.glob(f"{run_name}-*/metrics.parquet"), key=lambda p: p.stat().st_mtime)
+    """The newest report of ``run_name`` (folders ``<run_name>-<config hash>``: ``val`` is not ``val-seeds``)."""
+    found = sorted((p for p in root.glob(f"{run_name}-*/metrics.parquet")
+                    if re.fullmatch(rf"{re.escape(run_name)}-[0-9a-f]+", p.parent.name)),
+                   key=lambda p: p.stat().st_mtime)
     return found[-1].parent if found else None
 
 
@@ -105,6 +109,11 @@ def main() -> None:
             lines += ["## The val sweep that chose the settings (config/m30k-f8k-val.yaml)", "",
                       "242 val images (chance mR about 2.2), one seed, human val captions as queries.", "",
                       to_markdown(vheader, vbody), ""]
+        seeds_report = newest(root, "val-seeds")
+        if seeds_report is not None:
+            sheader, sbody, _ = summary(load_rows([seeds_report]), "val")
+            lines += ["## Three seeds on val for the sweep's first choice (config/m30k-f8k-val-seeds.yaml)", "",
+                      to_markdown(sheader, sbody), ""]
     mt_files = sorted(p for r in reports for p in r.glob("mt_quality.*.json"))
     if mt_files:
         lines += ["## Machine translation quality (Multi30K test_2016, en -> target)", "",
