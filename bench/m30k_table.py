@@ -112,7 +112,7 @@ def main() -> None:
         seeds_report = newest(root, "val-seeds")
         if seeds_report is not None:
             sheader, sbody, _ = summary(load_rows([seeds_report]), "val")
-            lines += ["## Three seeds on val for the sweep's first choice (config/m30k-f8k-val-seeds.yaml)", "",
+            lines += ["## Three seeds on val: the sweep's choice against its baseline, and leads (config/m30k-f8k-val-seeds.yaml)", "",
                       to_markdown(sheader, sbody), ""]
     mt_files = sorted(p for r in reports for p in r.glob("mt_quality.*.json"))
     if mt_files:
