@@ -10,7 +10,8 @@ describer, side by side for zero-shot and full), and writes
 * ``examples.html``: the top-5 retrievals of 20 test queries per query set for one system.
 
 With ``--val``, also the val sweep of config/m30k-f8k-val.yaml (one seed, 242 images) that chose the
-settings, and the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml).
+settings, the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml) and the
+querybank normalisation's (config/m30k-f8k-val-querybank.yaml).
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def main() -> None:
             sheader, sbody, _ = summary(load_rows([seeds_report]), "val")
             lines += ["## Three seeds on val: the sweep's choice against its baseline, and leads (config/m30k-f8k-val-seeds.yaml)", "",
                       to_markdown(sheader, sbody), ""]
+        qb_report = newest(root, "val-querybank")
+        if qb_report is not None:
+            qheader, qbody, _ = summary(load_rows([qb_report]), "val")
+            lines += ["## Querybank normalisation on val, three seeds (config/m30k-f8k-val-querybank.yaml)", "",
+                      to_markdown(qheader, qbody), ""]
     mt_files = sorted(p for r in reports for p in r.glob("mt_quality.*.json"))
     if mt_files:
         lines += ["## Machine translation quality (Multi30K test_2016, en -> target)", "",

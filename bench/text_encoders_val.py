@@ -48,6 +48,21 @@ def one(pattern: str) -> Path:
     return found[0]
 
 
+def val_queries(data: Path) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
+    """The val gallery (image ids) and, per query set, its human val caption ids and their gallery rows."""
+    captions = pq.read_table(data / "captions.parquet", columns=["caption_id", "image_id", "lang", "origin", "split"])
+    images = pq.read_table(data / "images.parquet", columns=["image_id", "split"])
+    val_images = images.filter(pc.equal(images["split"], "val"))["image_id"].to_pylist()
+    gallery_index = {iid: g for g, iid in enumerate(val_images)}
+    val = captions.filter(pc.and_(pc.equal(captions["split"], "val"), pc.equal(captions["origin"], "human")))
+    queries: dict[str, tuple[list[str], np.ndarray]] = {}
+    for name, (lang, pattern) in QUERY_SETS.items():
+        rows = [(c, i) for c, i, lg in zip(val["caption_id"].to_pylist(), val["image_id"].to_pylist(),
+                                           val["lang"].to_pylist(), strict=True) if lg == lang and pattern in c]
+        queries[name] = ([c for c, _ in rows], np.array([gallery_index[i] for _, i in rows], np.int64))
+    return val_images, queries
+
+
 def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encoder: str) -> Path:
     """One encoder's block of the concat table ``src``, rows ``keep_ids`` only, re-normalised -> ``dst``."""
     if dst.exists():
@@ -88,20 +103,11 @@ def main() -> None:
     mt_features = one("results/features/m30k-f8k-*/texts/concat-*/mt-multi.*.parquet")
     translations = one("results/data/m30k-f8k-*/translations/multi/*.parquet")
     image_features = one("results/features/m30k-f8k-*/images/efficientnet-lite0-*.parquet")
-    captions = pq.read_table(data / "captions.parquet", columns=["caption_id", "image_id", "lang", "origin", "split"])
-    images = pq.read_table(data / "images.parquet", columns=["image_id", "split"])
+    captions = pq.read_table(data / "captions.parquet", columns=["caption_id", "split"])
     keep = set(captions.filter(pc.not_equal(captions["split"], "test"))["caption_id"].to_pylist())
     mt = pq.read_table(translations, columns=["caption_id", "split"])
     mt_ids = set(mt.filter(pc.not_equal(mt["split"], "test"))["caption_id"].to_pylist())
-
-    val_images = images.filter(pc.equal(images["split"], "val"))["image_id"].to_pylist()
-    gallery_index = {iid: g for g, iid in enumerate(val_images)}
-    val = captions.filter(pc.and_(pc.equal(captions["split"], "val"), pc.equal(captions["origin"], "human")))
-    queries: dict[str, tuple[list[str], np.ndarray]] = {}
-    for name, (lang, pattern) in QUERY_SETS.items():
-        rows = [(c, i) for c, i, lg in zip(val["caption_id"].to_pylist(), val["image_id"].to_pylist(),
-                                           val["lang"].to_pylist(), strict=True) if lg == lang and pattern in c]
-        queries[name] = ([c for c, _ in rows], np.array([gallery_index[i] for _, i in rows], np.int64))
+    val_images, queries = val_queries(data)
 
     variants = {
         "use-multilingual": (slice(0, USE_DIM), 0.0),

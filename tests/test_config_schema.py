@@ -26,6 +26,14 @@ def test_train_params_schema_matches_the_dataclasses():
     assert "stop_after_epochs" not in student  # a test hook, not a user param
 
 
+def test_querybank_schema_matches_the_dataclass():
+    import dataclasses
+
+    from ccr.params import QuerybankParams
+
+    assert set(DEFS["querybank_params"]["properties"]) == {f.name for f in dataclasses.fields(QuerybankParams)}
+
+
 def _registries() -> dict[str, tuple[str, object]]:
     from ccr.data.prepare import DATASETS
     from ccr.describe import DESCRIBERS
@@ -122,6 +130,9 @@ def _tiny() -> dict:
     (lambda c: c["features"]["image"]["params"].update(hflip="yes"), "'yes' is not of type 'boolean'"),
     (lambda c: c["languages"]["fr"].update(backend="hf-seq2seq"), "'model' is a required property"),
     (lambda c: c["dataset"]["params"].update(n_trian=3), "n_trian"),
+    (lambda c: c.setdefault("evaluate", {}).update(querybank={"texts": 100, "beta": 0}), "less than or equal to the minimum of 0"),
+    (lambda c: c.setdefault("evaluate", {}).update(querybank={"sise": 100}), "sise"),
+    (lambda c: c["systems"].update(qb={"preset": "full", "querybank": {"images": -1}}), "-1 is less than the minimum of 0"),
 ])
 def test_config_errors_are_refused_naming_the_key(edit, message):
     config = _tiny()

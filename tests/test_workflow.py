@@ -151,3 +151,4 @@ def test_two_configs_keep_separate_outputs(finished_run):
     assert {(r["run_name"], r["system"]) for r in rows} >= {("main", "full"), ("main", "zero-shot"),
                                                            ("fewer-epochs", "full"), ("fewer-epochs", "zero-shot")}
     assert len({r["config_hash"] for r in rows}) >= 2
+

@@ -157,6 +157,43 @@ class StudentParams(_Params):
         return self.train and self.use_teacher
 
 
+@dataclass(frozen=True)
+class QuerybankParams:
+    """Querybank normalisation at evaluation (``evaluate.querybank``, or a system's own ``querybank``):
+    QB-Norm's inverted softmax (ccr.evaluate.querybank) in each retrieval direction, over ``texts``
+    training texts (text->image) and ``images`` training images (image->text); 0 and 0 turn it off.
+
+    An evaluation setting: it changes no training, so it is hashed into the evaluation's key only."""
+
+    texts: int = 0        # training texts in the bank that normalises images (text->image ranking)
+    images: int = 0       # training images in the bank that normalises texts (image->text ranking)
+    beta: float = 10.0    # sharpness of the inverted softmax (large: the bias tends to -max over the bank)
+    seed: int = 0         # which rows are drawn when the training split has more than a bank's size
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> QuerybankParams:
+        """Validated params from a config mapping; ParamError names the bad key."""
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParamError(f"unknown querybank param(s) {unknown}; known: {', '.join(known)}")
+        p = cls(**values)
+        for key in ("texts", "images"):
+            value = getattr(p, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ParamError(f"querybank param '{key}' must be an integer >= 0, got {value!r}")
+        if not isinstance(p.beta, int | float) or isinstance(p.beta, bool) or not p.beta > 0:
+            raise ParamError(f"querybank param 'beta' must be a number > 0, got {p.beta!r}")
+        if not isinstance(p.seed, int) or isinstance(p.seed, bool):
+            raise ParamError(f"querybank param 'seed' must be an integer, got {p.seed!r}")
+        return p
+
+    @property
+    def enabled(self) -> bool:
+        return self.texts > 0 or self.images > 0
+
+
 _NONE = {"use_teacher": False, "use_slots": False, "use_soft": False}
 
 # Named systems of the ablation table: preset name -> StudentParams overrides.

@@ -27,7 +27,11 @@ if SRC_DIR.is_dir():
 
 from ccr import jobs
 from ccr.keys import backend_key, canonical, encoder_key, stable_hash
-from ccr.params import resolve_student_params, resolve_teacher_params
+from ccr.params import (
+    QuerybankParams,
+    resolve_student_params,
+    resolve_teacher_params,
+)
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -332,11 +336,25 @@ def student_dir(system: str, trainset: str, seed) -> str:
     return f"{RUNS_DIR}/students/{plan.trainset}/{plan.key}/seed{seed}"
 
 
+def querybank_of(system: str) -> dict:
+    """The querybank normalisation a system is evaluated with: evaluate.querybank, then the system's
+    own overrides; {} when off (validated here, at parse time, before the first job)."""
+    values = {**config["evaluate"]["querybank"], **SYSTEMS[system].get("querybank", {})}
+    try:
+        params = QuerybankParams.from_dict(values)
+    except ValueError as err:
+        raise ValueError(
+            f"config systems.{system} / evaluate.querybank: {err}"
+        ) from None
+    return canonical(vars(params)) if params.enabled else {}
+
+
 def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     """What one (system, query set, seed) evaluation computes, and its key.
 
     Evaluations are shared: the zero-shot system's does not depend on the seed, and systems that
-    share a trained student share its evaluation.
+    share a trained student (and querybank) share its evaluation. The querybank is hashed only when
+    on, so turning it on adds evaluations and leaves every existing one where it was.
     """
     trainset = trainset_of(lang)
     spec = translate_spec(lang)
@@ -354,10 +372,14 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     else:
         what = {"zero-shot": [DESC_KEY, TEXT_KEY]}
         student = None
+    querybank = querybank_of(system)
+    if querybank:
+        what["querybank"] = querybank
     key = stable_hash([what, query])
     return SimpleNamespace(
         key=key,
         gallery=stable_hash([what, query["split"]]),
+        querybank=querybank,
         lang=lang,
         trainset=trainset,
         query=query,
@@ -370,6 +392,11 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
 def gallery_path(system: str, lang: str, seed) -> str:
     """The evaluated split's images embedded once per model (shared by its query sets)."""
     return f"{RUNS_DIR}/galleries/{eval_plan(system, lang, seed).gallery}.parquet"
+
+
+def image_bank_path(system: str, lang: str, seed) -> str:
+    """The querybank's training images embedded once per model (evaluate.querybank images > 0)."""
+    return f"{RUNS_DIR}/imagebanks/{eval_plan(system, lang, seed).gallery}.parquet"
 
 
 def eval_dir(system: str, lang: str, seed) -> str:
@@ -414,6 +441,9 @@ def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
             "seed": int(seed),
         },
     }
+    if querybank_of(system):
+        # its metrics were measured with it; the bundle's search ranks by the student alone
+        spec["source"]["evaluated_with_querybank"] = querybank_of(system)
     key = stable_hash([spec, sorted(evals.values())])
     return SimpleNamespace(
         key=key,
@@ -644,10 +674,13 @@ def model_inputs(system: str, lang: str, seed) -> dict:
 
 def evaluate_inputs(wildcards) -> dict:
     system, lang, seed = EVALS[wildcards.ekey]
-    return {
+    inputs = {
         **model_inputs(system, lang, seed),
         "gallery": gallery_path(system, lang, seed),
     }
+    if querybank_of(system).get("images"):
+        inputs["imagebank"] = image_bank_path(system, lang, seed)
+    return inputs
 
 
 def gallery_inputs(wildcards) -> dict:
@@ -657,13 +690,17 @@ def gallery_inputs(wildcards) -> dict:
 def gallery_params(wildcards) -> dict:
     system, lang, seed = GALLERIES[wildcards.gkey]
     plan = eval_plan(system, lang, seed)
-    return {"student": plan.params, "split": plan.query["split"]}
+    return {
+        "student": plan.params,
+        "split": plan.query["split"],
+        "querybank": plan.querybank,
+    }
 
 
 def evaluate_params(wildcards) -> dict:
     system, lang, seed = EVALS[wildcards.ekey]
     plan = eval_plan(system, lang, seed)
-    return {"student": plan.params, "query": plan.query}
+    return {"student": plan.params, "query": plan.query, "querybank": plan.querybank}
 
 
 def reuses_caption_vectors() -> bool:

@@ -1,6 +1,8 @@
 # ccr.evaluate: FAISS Recall@K on the test split (the first and only time test rows are read), or on
 # val when a config chooses settings. {gkey} hashes the model and the split: its gallery is embedded
-# once and shared by every query set; {ekey} hashes the model and the query set.
+# once and shared by every query set; {ekey} hashes the model and the query set. With
+# evaluate.querybank images > 0, the training images of its bank are embedded once per model too
+# (rule embed_image_bank), for the image->text normalisation of every query set.
 
 
 rule embed_gallery:
@@ -22,6 +24,27 @@ rule embed_gallery:
         spec=gallery_params,
     script:
         "../scripts/embed_gallery.py"
+
+
+rule embed_image_bank:
+    input:
+        unpack(gallery_inputs),
+    output:
+        f"{RUNS_DIR}/imagebanks/{{gkey}}.parquet",
+    log:
+        f"logs/{DS}/embed_image_bank/{{gkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/embed_image_bank/{{gkey}}.tsv"
+    conda:
+        conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=job_resource("evaluate", "gpu"),
+    params:
+        spec=gallery_params,
+    script:
+        "../scripts/embed_image_bank.py"
 
 
 rule evaluate:

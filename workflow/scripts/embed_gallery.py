@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ccr.evaluate import embed_gallery
+from ccr.evaluate.querybank import with_querybank
 from ccr.io import fingerprint, path_fingerprint, setup_logging
 from ccr.train import TrainInputs, load_retriever
 
@@ -13,9 +14,10 @@ def main(snakemake) -> None:
     inputs = TrainInputs.from_mapping(snakemake.input, lang="en")
     student = snakemake.input.get("student")
     retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
+    retriever = with_querybank(retriever, inputs, spec["querybank"])  # a no-op when off
     # keyed like every other table: the model's settings and the content of what it read
     made_from = {name: path_fingerprint(path) for name, path in snakemake.input.items()}
-    key = fingerprint("embed_gallery", {"split": spec["split"], "student": spec["student"]}, made_from)
+    key = fingerprint("embed_gallery", {"split": spec["split"], "student": spec["student"], "querybank": spec["querybank"]}, made_from)
     embed_gallery(retriever, inputs, snakemake.output[0], split=spec["split"], fingerprint_=key)
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ccr.evaluate import evaluate
+from ccr.evaluate.querybank import with_querybank
 from ccr.io import setup_logging
 from ccr.train import TrainInputs, load_retriever
 
@@ -14,6 +15,8 @@ def main(snakemake) -> None:
     inputs = TrainInputs.from_mapping(snakemake.input, lang=query["code"])
     student = snakemake.input.get("student")
     retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
+    # a no-op when off; the image bank was embedded once for the model by rule embed_image_bank
+    retriever = with_querybank(retriever, inputs, spec["querybank"], snakemake.input.get("imagebank"))
     evaluate(
         retriever,
         inputs,

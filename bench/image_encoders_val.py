@@ -1,0 +1,125 @@
+"""Which image features for M30K-F8K, read on VAL only (never test): EfficientNet-Lite0 or Lite2 (pooled).
+
+A Lite2 pass over all 7,478 photos with its tokens costs about an hour of CPU here, so this asks first,
+cheaply, whether it is worth it: the `linear` and `mt` students (neither reads image tokens with pooled-only
+features) trained on the benchmark's rows (every English caption of the training images, its French MT,
+the workflow's concat text features), once on each encoder's pooled features, scored on the 242 val images
+with the human val captions as queries (fr, de, cs task1; de task2).
+
+The pooled features of the train+val images come from bench/knn_captions_val.py's cache (its ``features``
+step; test images are never encoded there), written here as image-feature tables of their own.
+
+    .venv/bin/python bench/image_encoders_val.py [--seeds 0 1 2] [--presets linear mt]
+    -> results/bench/image_encoders_val.json (and a table on stdout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write_report  # noqa: E402
+from text_encoders_val import CONFIG, QUERY_SETS, one, val_queries  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
+
+log = logging.getLogger("image_encoders_val")
+
+
+def image_table(pooled_cache: Path, encoder: str, dst: Path) -> Path:
+    """``encoder``'s cached pooled features of the train+val images -> an image-feature table at ``dst``."""
+    if dst.exists():
+        return dst
+    from ccr.features.store import fixed_list, image_feature_schema
+
+    ids = json.loads((pooled_cache / "image_ids.json").read_text())
+    pooled = np.load(pooled_cache / f"pooled.{encoder}.npy")
+    if len(ids) != len(pooled):
+        raise SystemExit(f"{pooled_cache}: {len(ids)} image ids but {len(pooled)} rows of {encoder}")
+    meta = {"backend": encoder, "derived_from": str(pooled_cache / f"pooled.{encoder}.npy")}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image_id": pa.array(ids), "pooled": fixed_list(pooled)},
+                            schema=image_feature_schema(pooled.shape[1], None, meta)), dst)
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--presets", nargs="+", default=["linear", "mt"])
+    ap.add_argument("--pooled-cache", type=Path, default=Path("/work/cache-offline/m30k-f8k"),
+                    help="bench/knn_captions_val.py's cache (pooled.<encoder>.npy + image_ids.json)")
+    ap.add_argument("--cache", type=Path, default=REPO / "results" / "bench" / "image_encoders_val")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "image_encoders_val.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from ccr.evaluate.metrics import recall_at_k
+    from ccr.report.tables import format_mean_std
+    from ccr.train import load_retriever, train_student
+    from ccr.train.inputs import TrainInputs
+
+    student = {**yaml.safe_load(CONFIG.read_text())["train"]["student"], "num_threads": 2}
+    data = one("results/data/m30k-f8k-*/images.parquet").parent
+    feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
+    mt_features = one("results/features/m30k-f8k-*/texts/concat-*/mt-multi.*.parquet")
+    translations = one("results/data/m30k-f8k-*/translations/multi/*.parquet")
+    val_images, queries = val_queries(data)
+
+    results = []
+    for preset in args.presets:
+        for encoder in ENCODERS:
+            table = image_table(args.pooled_cache, encoder, args.cache / f"{encoder}.parquet")
+            inputs = TrainInputs(images=data / "images.parquet", captions=data / "captions.parquet",
+                                 translations=translations, descriptions=None, image_features=table,
+                                 caption_features=feats / "captions.parquet", translation_features=mt_features,
+                                 description_features=None, lang="multi")
+            params = {**student, "preset": preset}
+            for seed in args.seeds:
+                run = args.cache / "runs" / f"{preset}-{encoder}" / f"seed{seed}"
+                start = time.perf_counter()
+                if not (run / "student.pt").exists():
+                    train_student(inputs, params, seed, run, None)
+                retriever = load_retriever(run, inputs, params)
+                gallery = retriever.embed_images(val_images)
+                row = {"preset": preset, "image_features": encoder, "seed": seed,
+                       "seconds": round(time.perf_counter() - start, 1)}
+                for qname, (ids, q2g) in queries.items():
+                    row[qname] = round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
+                row["mean"] = round(float(np.mean([row[q] for q in QUERY_SETS])), 2)
+                log.info("%s", row)
+                results.append(row)
+
+    cols = [*QUERY_SETS, "mean"]
+    table = []
+    for preset in args.presets:
+        for encoder in ENCODERS:
+            rows = [r for r in results if r["preset"] == preset and r["image_features"] == encoder]
+            summary = {"preset": preset, "image_features": encoder, "seeds": len(rows)}
+            for c in cols:
+                vals = [r[c] for r in rows]
+                summary[c] = round(float(np.mean(vals)), 2)
+                summary[f"{c}_std"] = round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else None
+            table.append(summary)
+    print("| student | image features (pooled, val) | seeds | " + " | ".join(cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
+    for s in table:
+        cells = [format_mean_std(s[c], s[f"{c}_std"]) or "-" for c in cols]
+        print(f"| {s['preset']} | {s['image_features']} | {s['seeds']} | " + " | ".join(cells) + " |")
+    write_report(args.out, {"bench": "image_encoders_val", "split": "val", "train": student, "machine": machine(),
+                            "summary": table, "runs": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Querybank normalisation: QB-Norm's inverted softmax (Bogolin et al., CVPR 2022), in both directions.
+
+A few gallery images ("hubs") are close to many captions and steal the top ranks of queries that are
+not theirs; a few captions are close to many images in the same way. QB-Norm scores a query against a
+candidate by how much the query prefers it *relative to how much typical queries prefer it*: for
+text->image, with a bank B_t of training captions and a sharpness beta,
+
+    score(q, g) = exp(beta s(q, g)) / sum_{b in B_t} exp(beta s(b, g)),     s = cosine similarity,
+
+and for image->text the same with a bank B_i of training images normalising each caption. Per candidate
+the denominator is a constant, so the text->image ranking is that of ``s(q, g) + bias(g)`` and the
+image->text ranking that of ``s(q, g) + bias(q)``, with ``bias(x) = -logsumexp_b(beta s(b, x)) / beta``;
+a bias on the query side never changes that query's ranking, so one score serves both directions:
+``s(q, g) + bias(g) + bias(q)``. This module folds it into the embeddings, so every consumer of plain
+unit vectors (the cached gallery, exact ranks, FAISS search) gets the normalised rankings unchanged:
+
+    image' = [a g, a bias(g), a, sqrt(1 - a^2 (2 + bias(g)^2)), 0]
+    text'  = [b q, b, b bias(q), 0, sqrt(1 - b^2 (2 + bias(q)^2))]
+
+``image' . text' = a b (s(q, g) + bias(g) + bias(q))``. ``a = 1 / sqrt(2 + M_t^2)`` with
+``M_t = 1 + ln|B_t| / beta`` bounds |bias(g)| for any unit vectors (likewise ``b`` with B_i), so both
+are unit vectors, and the constants depend only on the bank sizes and beta. An empty bank gives a zero
+bias on its side.
+
+The banks are the training split's own data, which the system was trained on: the English human
+captions and, for a system trained on MT, the translations; the training images. No val or test row is
+ever in them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ccr.data.tables import read_captions, read_images
+from ccr.evaluate.metrics import unit_rows
+from ccr.features.store import fixed_list
+from ccr.io import stamp, write_table_atomic
+from ccr.params import QuerybankParams
+
+log = logging.getLogger(__name__)
+
+BANK_BATCH = 2048
+
+
+def bank_caption_ids(inputs: Any, size: int, seed: int) -> list[str]:
+    """Up to ``size`` training-split text ids: English human captions and (when set) translations.
+
+    Drawn without replacement by ``seed``, in a fixed order, so the same inputs give the same bank.
+    """
+    captions = read_captions(inputs.captions)
+    english = captions.filter(pc.and_(pc.and_(pc.equal(captions["split"], "train"), pc.equal(captions["lang"], "en")),
+                                      pc.equal(captions["origin"], "human")))
+    ids = english["caption_id"].to_pylist()
+    if getattr(inputs, "translations", None):
+        mt = pq.read_table(inputs.translations, columns=["caption_id", "split"])
+        ids += mt.filter(pc.equal(mt["split"], "train"))["caption_id"].to_pylist()
+    if not ids:
+        raise ValueError(f"{inputs.captions}: no training-split English caption for the querybank")
+    return _draw(sorted(set(ids)), size, seed)
+
+
+def bank_image_ids(inputs: Any, size: int, seed: int) -> list[str]:
+    """Up to ``size`` training-split image ids, drawn like :func:`bank_caption_ids`."""
+    images = read_images(inputs.images)
+    ids = images.filter(pc.equal(images["split"], "train"))["image_id"].to_pylist()
+    if not ids:
+        raise ValueError(f"{inputs.images}: no training-split image for the querybank")
+    return _draw(sorted(set(ids)), size, seed)
+
+
+def _draw(ids: list[str], size: int, seed: int) -> list[str]:
+    if len(ids) <= size:
+        return ids
+    rng = np.random.default_rng(seed)
+    return [ids[i] for i in np.sort(rng.choice(len(ids), size, replace=False))]
+
+
+def _embed(fn: Callable[[list[str]], np.ndarray], ids: list[str], what: str) -> np.ndarray:
+    parts = [np.asarray(fn(ids[i: i + BANK_BATCH]), np.float32) for i in range(0, len(ids), BANK_BATCH)]
+    return unit_rows(np.concatenate(parts), what)
+
+
+def _bias(bank: np.ndarray | None, rows: np.ndarray, beta: float) -> np.ndarray:
+    """-logsumexp_b(beta s(b, x)) / beta per row x of ``rows`` (unit vectors); zeros without a bank."""
+    if bank is None:
+        return np.zeros(len(rows), np.float32)
+    sims = beta * (rows @ bank.T)                         # (n, |B|)
+    top = sims.max(axis=1, keepdims=True)
+    return -(top[:, 0] + np.log(np.exp(sims - top).sum(axis=1))) / beta
+
+
+def _scale(bank_size: int, beta: float) -> float:
+    bound = 1.0 + math.log(bank_size) / beta if bank_size else 0.0  # |bias| <= bound for unit vectors
+    return 1.0 / math.sqrt(2.0 + bound * bound)
+
+
+class QuerybankNormalised:
+    """A retriever whose embeddings rank by QB-Norm's inverted softmax in both directions (module doc).
+
+    ``text_bank`` / ``image_bank``: training text / image ids, embedded by ``retriever`` on first use;
+    ``image_bank_vectors``: the image bank already embedded (the workflow embeds it once per model).
+    """
+
+    def __init__(self, retriever: Any, text_bank: list[str], image_bank: list[str], beta: float,
+                 image_bank_vectors: np.ndarray | None = None):
+        if not text_bank and not image_bank and image_bank_vectors is None:
+            raise ValueError("querybank: both banks are empty")
+        self.retriever = retriever
+        self.beta = float(beta)
+        self.text_bank_ids, self.image_bank_ids = list(text_bank), list(image_bank)
+        self._text_bank: np.ndarray | None = None
+        self._image_bank = None if image_bank_vectors is None else unit_rows(image_bank_vectors, "image bank")
+        n_images = len(self._image_bank) if self._image_bank is not None else len(self.image_bank_ids)
+        self.image_scale = _scale(len(self.text_bank_ids), self.beta)
+        self.text_scale = _scale(n_images, self.beta)
+
+    def text_bank(self) -> np.ndarray | None:
+        if self._text_bank is None and self.text_bank_ids:
+            self._text_bank = _embed(self.retriever.embed_texts, self.text_bank_ids, "querybank texts")
+            log.info("querybank: %d training texts embedded, beta %.3g", len(self.text_bank_ids), self.beta)
+        return self._text_bank
+
+    def image_bank(self) -> np.ndarray | None:
+        if self._image_bank is None and self.image_bank_ids:
+            self._image_bank = _embed(self.retriever.embed_images, self.image_bank_ids, "querybank images")
+            log.info("querybank: %d training images embedded, beta %.3g", len(self.image_bank_ids), self.beta)
+        return self._image_bank
+
+    def embed_images(self, image_ids: list[str]) -> np.ndarray:
+        g = unit_rows(np.asarray(self.retriever.embed_images(image_ids), np.float32), "image embeddings")
+        bias = _bias(self.text_bank(), g, self.beta)
+        a, n = self.image_scale, len(g)
+        rest = np.sqrt(np.clip(1.0 - a * a * (2.0 + bias * bias), 0.0, None))
+        return np.concatenate([a * g, (a * bias)[:, None], np.full((n, 1), a), rest[:, None], np.zeros((n, 1))],
+                              axis=1).astype(np.float32)
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
+        q = unit_rows(np.asarray(self.retriever.embed_texts(caption_ids), np.float32), "text embeddings")
+        bias = _bias(self.image_bank(), q, self.beta)
+        b, n = self.text_scale, len(q)
+        rest = np.sqrt(np.clip(1.0 - b * b * (2.0 + bias * bias), 0.0, None))
+        return np.concatenate([b * q, np.full((n, 1), b), (b * bias)[:, None], np.zeros((n, 1)), rest[:, None]],
+                              axis=1).astype(np.float32)
+
+
+def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict | None,
+                   image_bank: str | Path | None = None) -> Any:
+    """``retriever`` itself when the querybank is off, else it wrapped in :class:`QuerybankNormalised`.
+
+    ``image_bank``: a table written by :func:`embed_image_bank` for this model and params (else the
+    training images are embedded here, on first use).
+    """
+    p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
+    if not p.enabled:
+        return retriever
+    texts = bank_caption_ids(inputs, p.texts, p.seed) if p.texts else []
+    vectors = None
+    images: list[str] = []
+    if p.images:
+        images = bank_image_ids(inputs, p.images, p.seed)
+        if image_bank is not None:
+            table = pq.read_table(image_bank)
+            if table["image_id"].to_pylist() != images:
+                raise ValueError(f"{image_bank}: its images are not the querybank's {len(images)} training images "
+                                 f"(seed {p.seed}); rerun embed_image_bank")
+            vectors = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+    return QuerybankNormalised(retriever, texts, images, p.beta, vectors)
+
+
+def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict, out_path: str | Path,
+                     fingerprint_: str | None = None) -> pa.Table:
+    """The querybank's training images embedded once by ``retriever`` -> ``out_path`` (image_id, embedding)."""
+    p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
+    if not p.images:
+        raise ValueError("querybank param 'images' is 0: there is no image bank to embed")
+    ids = bank_image_ids(inputs, p.images, p.seed)
+    emb = _embed(retriever.embed_images, ids, "querybank images")
+    table = pa.table({"image_id": pa.array(ids, pa.string()), "embedding": fixed_list(emb)})
+    if fingerprint_:
+        table = stamp(table, fingerprint_)
+    write_table_atomic(table, out_path)
+    log.info("querybank: %d training images, dim %d -> %s", len(ids), emb.shape[1], out_path)
+    return table
