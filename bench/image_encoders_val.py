@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_report  # noqa: E402
-from text_encoders_val import CONFIG, QUERY_SETS, one, val_queries  # noqa: E402
+from text_encoders_val import CONFIG, QUERY_SETS, one, seed_summary, train_and_score, val_queries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
@@ -65,9 +64,6 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from ccr.evaluate.metrics import recall_at_k
-    from ccr.report.tables import format_mean_std
-    from ccr.train import load_retriever, train_student
     from ccr.train.inputs import TrainInputs
 
     student = {**yaml.safe_load(CONFIG.read_text())["train"]["student"], "num_threads": 2}
@@ -88,35 +84,14 @@ def main() -> None:
             params = {**student, "preset": preset}
             for seed in args.seeds:
                 run = args.cache / "runs" / f"{preset}-{encoder}" / f"seed{seed}"
-                start = time.perf_counter()
-                if not (run / "student.pt").exists():
-                    train_student(inputs, params, seed, run, None)
-                retriever = load_retriever(run, inputs, params)
-                gallery = retriever.embed_images(val_images)
                 row = {"preset": preset, "image_features": encoder, "seed": seed,
-                       "seconds": round(time.perf_counter() - start, 1)}
-                for qname, (ids, q2g) in queries.items():
-                    row[qname] = round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
+                       **train_and_score(inputs, params, seed, run, val_images, queries)}
                 row["mean"] = round(float(np.mean([row[q] for q in QUERY_SETS])), 2)
                 log.info("%s", row)
                 results.append(row)
 
-    cols = [*QUERY_SETS, "mean"]
-    table = []
-    for preset in args.presets:
-        for encoder in ENCODERS:
-            rows = [r for r in results if r["preset"] == preset and r["image_features"] == encoder]
-            summary = {"preset": preset, "image_features": encoder, "seeds": len(rows)}
-            for c in cols:
-                vals = [r[c] for r in rows]
-                summary[c] = round(float(np.mean(vals)), 2)
-                summary[f"{c}_std"] = round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else None
-            table.append(summary)
-    print("| student | image features (pooled, val) | seeds | " + " | ".join(cols) + " |")
-    print("|---|---|---|" + "---|" * len(cols))
-    for s in table:
-        cells = [format_mean_std(s[c], s[f"{c}_std"]) or "-" for c in cols]
-        print(f"| {s['preset']} | {s['image_features']} | {s['seeds']} | " + " | ".join(cells) + " |")
+    table = seed_summary(results, ["preset", "image_features"], [*QUERY_SETS, "mean"],
+                         ["student", "image features (pooled, val)"])
     write_report(args.out, {"bench": "image_encoders_val", "split": "val", "train": student, "machine": machine(),
                             "summary": table, "runs": results})
 

@@ -83,6 +83,47 @@ def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encode
     return dst
 
 
+def train_and_score(inputs, params: dict, seed: int, run: Path, val_images: list[str],
+                    queries: dict[str, tuple[list[str], np.ndarray]]) -> dict:
+    """Train a student into ``run`` (kept: a rerun only scores it), then its val mR per query set."""
+    from ccr.evaluate.metrics import recall_at_k
+    from ccr.train import load_retriever, train_student
+
+    start = time.perf_counter()
+    if not (run / "student.pt").exists():
+        train_student(inputs, params, seed, run, None)
+    retriever = load_retriever(run, inputs, params)
+    gallery = retriever.embed_images(val_images)
+    scores = {q: round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
+              for q, (ids, q2g) in queries.items()}
+    return {**scores, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def seed_summary(results: list[dict], keys: list[str], cols: list[str], titles: list[str]) -> list[dict]:
+    """Per distinct ``keys`` of ``results`` (one row per seed): mean and sample std of each of ``cols``
+    (None cells skipped), printed as a markdown table whose key columns are headed ``titles``; returns
+    the summary rows."""
+    from ccr.report.tables import format_mean_std
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    table = []
+    for group, rows in groups.items():
+        summary = {**dict(zip(keys, group, strict=True)), "seeds": len(rows)}
+        for c in cols:
+            vals = [r[c] for r in rows if r[c] is not None]
+            summary[c] = round(float(np.mean(vals)), 2) if vals else None
+            summary[f"{c}_std"] = round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else None
+        table.append(summary)
+    print("| " + " | ".join([*titles, "seeds", *cols]) + " |")
+    print("|---" * (len(keys) + 1 + len(cols)) + "|")
+    for s in table:
+        cells = [format_mean_std(s[c], s[f"{c}_std"]) or "-" for c in cols]
+        print("| " + " | ".join(str(s[k]) for k in keys) + f" | {s['seeds']} | " + " | ".join(cells) + " |")
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -91,9 +132,6 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from ccr.evaluate.metrics import recall_at_k
-    from ccr.report.tables import format_mean_std
-    from ccr.train import load_retriever, train_student
     from ccr.train.inputs import TrainInputs
 
     train = {**yaml.safe_load(CONFIG.read_text())["train"]["student"], "preset": "linear", "num_threads": 1}
@@ -127,36 +165,16 @@ def main() -> None:
                              caption_features=cap_path, translation_features=mt_path, description_features=None,
                              lang="multi")
         params = {**train, "text_block_drop": drop}
+        # USE has no Czech (its vectors are zero there): no cs cell for it
+        sets = {q: v for q, v in queries.items() if not (name == "use-multilingual" and q == "cs")}
         for seed in args.seeds:
-            run = args.cache / "runs" / f"{tag}-drop{drop}" / f"seed{seed}"
-            start = time.perf_counter()
-            if not (run / "student.pt").exists():
-                train_student(inputs, params, seed, run, None)
-            retriever = load_retriever(run, inputs, params)
-            gallery = retriever.embed_images(val_images)
-            row = {"text_features": name, "seed": seed, "seconds": round(time.perf_counter() - start, 1)}
-            for qname, (ids, q2g) in queries.items():
-                if name == "use-multilingual" and qname == "cs":
-                    row[qname] = None  # USE has no Czech: its vectors are zero there
-                    continue
-                row[qname] = round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
+            row = {"text_features": name, "seed": seed, "cs": None,
+                   **train_and_score(inputs, params, seed, args.cache / "runs" / f"{tag}-drop{drop}" / f"seed{seed}",
+                                     val_images, sets)}
             log.info("%s", row)
             results.append(row)
 
-    table = []
-    for name in variants:
-        rows = [r for r in results if r["text_features"] == name]
-        summary = {"text_features": name, "seeds": len(rows)}
-        for qname in QUERY_SETS:
-            vals = [r[qname] for r in rows if r[qname] is not None]
-            summary[qname] = round(float(np.mean(vals)), 2) if vals else None
-            summary[f"{qname}_std"] = round(float(np.std(vals, ddof=1)), 2) if len(vals) > 1 else None
-        table.append(summary)
-    print("| text features (linear head, val) | seeds | " + " | ".join(QUERY_SETS) + " |")
-    print("|---|---|" + "---|" * len(QUERY_SETS))
-    for s in table:
-        cells = [format_mean_std(s[q], s[f"{q}_std"]) or "-" for q in QUERY_SETS]
-        print(f"| {s['text_features']} | {s['seeds']} | " + " | ".join(cells) + " |")
+    table = seed_summary(results, ["text_features"], list(QUERY_SETS), ["text features (linear head, val)"])
     write_report(args.out, {"bench": "text_encoders_val", "split": "val", "train": train, "machine": machine(),
                             "summary": table, "runs": results})
 
