@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,12 @@ import pyarrow.parquet as pq
 
 from ccr.data.tables import read_captions, read_images
 from ccr.evaluate.metrics import unit_rows
+from ccr.evaluate.run import embed_in_batches
 from ccr.features.store import fixed_list
 from ccr.io import stamp, write_table_atomic
 from ccr.params import QuerybankParams
 
 log = logging.getLogger(__name__)
-
-BANK_BATCH = 2048
-
 
 def bank_caption_ids(inputs: Any, size: int, seed: int) -> list[str]:
     """Up to ``size`` training-split text ids: English human captions and (when set) translations.
@@ -82,11 +79,6 @@ def _draw(ids: list[str], size: int, seed: int) -> list[str]:
         return ids
     rng = np.random.default_rng(seed)
     return [ids[i] for i in np.sort(rng.choice(len(ids), size, replace=False))]
-
-
-def _embed(fn: Callable[[list[str]], np.ndarray], ids: list[str], what: str) -> np.ndarray:
-    parts = [np.asarray(fn(ids[i: i + BANK_BATCH]), np.float32) for i in range(0, len(ids), BANK_BATCH)]
-    return unit_rows(np.concatenate(parts), what)
 
 
 def _bias(bank: np.ndarray | None, rows: np.ndarray, beta: float) -> np.ndarray:
@@ -125,13 +117,13 @@ class QuerybankNormalised:
 
     def text_bank(self) -> np.ndarray | None:
         if self._text_bank is None and self.text_bank_ids:
-            self._text_bank = _embed(self.retriever.embed_texts, self.text_bank_ids, "querybank texts")
+            self._text_bank = embed_in_batches(self.retriever.embed_texts, self.text_bank_ids, "querybank texts")
             log.info("querybank: %d training texts embedded, beta %.3g", len(self.text_bank_ids), self.beta)
         return self._text_bank
 
     def image_bank(self) -> np.ndarray | None:
         if self._image_bank is None and self.image_bank_ids:
-            self._image_bank = _embed(self.retriever.embed_images, self.image_bank_ids, "querybank images")
+            self._image_bank = embed_in_batches(self.retriever.embed_images, self.image_bank_ids, "querybank images")
             log.info("querybank: %d training images embedded, beta %.3g", len(self.image_bank_ids), self.beta)
         return self._image_bank
 
@@ -183,7 +175,7 @@ def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict
     if not p.images:
         raise ValueError("querybank param 'images' is 0: there is no image bank to embed")
     ids = bank_image_ids(inputs, p.images, p.seed)
-    emb = _embed(retriever.embed_images, ids, "querybank images")
+    emb = embed_in_batches(retriever.embed_images, ids, "querybank images")
     table = pa.table({"image_id": pa.array(ids, pa.string()), "embedding": fixed_list(emb)})
     if fingerprint_:
         table = stamp(table, fingerprint_)

@@ -34,7 +34,7 @@ class Retriever(Protocol):
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
 
 
-def _embed(fn, ids: list[str], what: str) -> np.ndarray:
+def embed_in_batches(fn, ids: list[str], what: str) -> np.ndarray:
     """Call ``fn`` in batches (progress logged) and check every batch is a finite (len(batch), D) array."""
     progress = Progress(len(ids), f"embed {what}")
     parts: list[np.ndarray] = []
@@ -63,7 +63,7 @@ def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike
     image_ids = split_image_ids(inputs.images, split)
     if not image_ids:
         raise ValueError(f"{inputs.images}: no images with split == '{split}'")
-    emb = _embed(retriever.embed_images, image_ids, f"{split} images")
+    emb = embed_in_batches(retriever.embed_images, image_ids, f"{split} images")
     table = pa.table({"image_id": pa.array(image_ids, pa.string()), "embedding": fixed_list(emb)})
     if fingerprint_:
         table = stamp(table, fingerprint_)
@@ -186,10 +186,10 @@ def evaluate(
 
     log.info("evaluate %s: %d queries, %d gallery images", lang, len(caption_ids), len(image_ids))
     if gallery is None:
-        gallery = _embed(retriever.embed_images, image_ids, f"{split} images")
+        gallery = embed_in_batches(retriever.embed_images, image_ids, f"{split} images")
     else:
         gallery = read_gallery(gallery, image_ids)
-    query = _embed(retriever.embed_texts, caption_ids, f"test captions ({lang})")
+    query = embed_in_batches(retriever.embed_texts, caption_ids, f"test captions ({lang})")
     if gallery.shape[1] != query.shape[1]:
         raise ValueError(f"image embeddings have dim {gallery.shape[1]} but text embeddings dim {query.shape[1]}")
 
