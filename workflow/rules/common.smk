@@ -441,9 +441,10 @@ def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
             "seed": int(seed),
         },
     }
-    if querybank_of(system):
+    querybank = querybank_of(system)
+    if querybank:
         # its metrics were measured with it; the bundle's search ranks by the student alone
-        spec["source"]["evaluated_with_querybank"] = querybank_of(system)
+        spec["source"]["evaluated_with_querybank"] = querybank
     key = stable_hash([spec, sorted(evals.values())])
     return SimpleNamespace(
         key=key,

@@ -1,18 +1,14 @@
 """Snakemake script for rule embed_image_bank: the querybank's training images embedded once per model."""
 
-from pathlib import Path
-
 from ccr.evaluate.querybank import embed_image_bank
 from ccr.io import fingerprint, path_fingerprint, setup_logging
-from ccr.train import TrainInputs, load_retriever
+from ccr.train import load_job_retriever
 
 
 def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
-    inputs = TrainInputs.from_mapping(snakemake.input, lang="en")
-    student = snakemake.input.get("student")
-    retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
+    inputs, retriever = load_job_retriever(snakemake.input, "en", dict(spec["student"]))
     made_from = {name: path_fingerprint(path) for name, path in snakemake.input.items()}
     key = fingerprint("embed_image_bank", {"student": spec["student"], "querybank": spec["querybank"]}, made_from)
     embed_image_bank(retriever, inputs, spec["querybank"], snakemake.output[0], fingerprint_=key)

@@ -5,16 +5,14 @@ from pathlib import Path
 from ccr.evaluate import evaluate
 from ccr.evaluate.querybank import with_querybank
 from ccr.io import setup_logging
-from ccr.train import TrainInputs, load_retriever
+from ccr.train import load_job_retriever
 
 
 def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
     query = spec["query"]
-    inputs = TrainInputs.from_mapping(snakemake.input, lang=query["code"])
-    student = snakemake.input.get("student")
-    retriever = load_retriever(Path(student).parent if student else None, inputs, dict(spec["student"]))
+    inputs, retriever = load_job_retriever(snakemake.input, query["code"], dict(spec["student"]))
     # a no-op when off; the image bank was embedded once for the model by rule embed_image_bank
     retriever = with_querybank(retriever, inputs, spec["querybank"], snakemake.input.get("imagebank"))
     evaluate(

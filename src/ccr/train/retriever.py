@@ -131,3 +131,11 @@ def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: d
         if cand.exists():
             return StudentRetriever(cand, inputs, params)
     raise FileNotFoundError(f"no student.pt in {system_dir} (nor {system_dir / 'student'})")
+
+
+def load_job_retriever(mapping: Any, lang: str, params: dict[str, Any] | None) -> tuple[TrainInputs, Retriever]:
+    """The inputs of a job (a mapping of TrainInputs field -> path, e.g. Snakemake's ``input``) and the
+    retriever of the student its ``student`` entry names (the checkpoint file), or the zero-shot one."""
+    inputs = TrainInputs.from_mapping(mapping, lang=lang)
+    student = mapping.get("student")
+    return inputs, load_retriever(Path(student).parent if student else None, inputs, params)
