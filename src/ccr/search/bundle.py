@@ -43,7 +43,7 @@ from PIL import Image
 from ccr.evaluate.metrics import l2_normalise
 from ccr.keys import canonical, canonical_json, encoder_key
 from ccr.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ccr.models.factory import create_student, pick_device
+from ccr.models.factory import create_student, embedding_dim, pick_device
 from ccr.models.fusion import embed_image_arrays, embed_text_arrays
 from ccr.params import resolve_student_params
 
@@ -139,7 +139,6 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
         raise ValueError(f"export_bundle: the student {student_path} uses semantic slots, so 'describer' "
                          "(the backend that wrote its description views) is required")
     beta = float(params.slot_fusion) if slots else 0.0
-    fused = slots and beta > 0
     langs = sorted({str(lang) for lang in query_languages})
     if not langs:
         raise ValueError("export_bundle: query_languages is empty")
@@ -152,7 +151,7 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
         "describer": _spec("describer", describer, required=False) if slots else None,
         "description_role": description_role,
         "describer_pool": pool[0] if slots and pool is not None else None,
-        "embed_dim": int(params.embed_dim) * (2 if fused else 1),
+        "embed_dim": embedding_dim(meta["arch"], beta),  # a linear student's is its text block's width
         "slot_fusion": beta,
         "query_languages": langs,
         "trained_on": meta.get("lang"),

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ccr.features.store import droppable_columns
+from ccr.features.store import block_span, droppable_columns, encoder_meta
 from ccr.io import write_table_atomic
 from ccr.keys import stable_hash
 from ccr.models import CrossLingualTeacher, CrossModalStudent
@@ -190,7 +191,7 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
                  "params use_mt=False" if not p.use_mt else f"no MT into '{inputs.lang}'")
     image_dim, text_dim = train.img_pooled.shape[1], train.s_pooled.shape[1]
     seed_everything(seed)
-    arch = student_arch(image_dim, text_dim, p)
+    arch = student_arch(image_dim, text_dim, p, _text_columns(inputs, p, train.has_mt))
     model = create_student(arch)
     if teacher is not None and p.init_text_from_teacher and p.head == "mlp":
         shapes = {k: v.shape for k, v in teacher.head_t.state_dict().items()}
@@ -200,7 +201,7 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
                 model.text_s.load_state_dict(teacher.head_s.state_dict())
             log.info("student text head(s) initialised from the teacher")
         else:
-            log.info("teacher and student text heads differ in shape (embed/hidden dims): not initialising "
+            log.info("teacher and student text heads differ in shape (text block, embed or hidden dims): not initialising "
                      "the student from the teacher")
     drop_cols = _droppable_text_columns(inputs, p, train.has_mt)
     batch_loss = _student_loss(model, teacher, train, p, device, drop_cols)
@@ -235,6 +236,25 @@ def image_sampler(image_index: np.ndarray) -> Callable[[torch.Generator], Tensor
         return rows[torch.randperm(len(counts), generator=gen)]
 
     return order
+
+
+def _text_columns(inputs: TrainInputs, p: StudentParams, has_mt: bool) -> tuple[int, int] | None:
+    """The block of the text features the student's heads read (``text_block``); None for all of them.
+
+    The block's columns are read from the caption features' metadata; every other text table the student
+    reads must come from the same encoder (same encoder key), so its columns are laid out alike."""
+    if p.text_block == "all":
+        return None
+    span = block_span(inputs.caption_features, p.text_block)
+    key = encoder_meta(pq.read_schema(inputs.caption_features)).get("key")
+    others = ([inputs.translation_features] if has_mt else []) + ([inputs.description_features] if p.use_slots else [])
+    for path in others:
+        other = encoder_meta(pq.read_schema(path)).get("key")
+        if other != key:
+            raise ValueError(f"param 'text_block' '{p.text_block}': {path} was made by encoder {other}, "
+                             f"{inputs.caption_features} by {key}: their columns need not be laid out alike")
+    log.info("student: its heads read text block '%s' (columns %d:%d)", p.text_block, *span)
+    return span
 
 
 def _droppable_text_columns(inputs: TrainInputs, p: StudentParams, has_mt: bool) -> np.ndarray | None:
