@@ -49,6 +49,16 @@ def tiny_reference(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def finished_run(tiny_reference, tmp_path_factory) -> Path:
+    """A copy of the shared reference run, which the tests of one module may add to."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("run") / "wd"
+    shutil.copytree(tiny_reference, workdir, symlinks=True)
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def search_reference(tiny_reference, tmp_path_factory) -> Path:
     """The search scenario (.test/config_search: tiny with the student trained 12 epochs) run on a copy

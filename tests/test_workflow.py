@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,14 +35,6 @@ def test_config_errors_are_refused_before_the_first_job(tmp_path, edit, message)
 
 
 # ---- one tiny run, then what reruns ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_reference, tmp_path_factory) -> Path:
-    """A copy of the shared reference run, which the tests of this module may add to."""
-    workdir = tmp_path_factory.mktemp("e2e") / "wd"
-    shutil.copytree(tiny_reference, workdir, symlinks=True)
-    return workdir
-
 
 def report_dir(workdir: Path, run_name: str = "main") -> Path:
     (found,) = (workdir / "results" / "report" / "tiny").glob(f"{run_name}-*")

@@ -4,21 +4,10 @@ it was (by file hashes)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from workflow_run import digests, planned_jobs, snakemake, tiny_config, with_config
 
 from ccr.models.checkpoint import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_reference, tmp_path_factory) -> Path:
-    """A copy of the shared reference run, which this module adds to."""
-    workdir = tmp_path_factory.mktemp("query_sets") / "wd"
-    shutil.copytree(tiny_reference, workdir, symlinks=True)
-    return workdir
 
 
 @pytest.mark.slow

@@ -3,20 +3,9 @@ re-evaluates the trained student without training anything or overwriting any ou
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
 from workflow_run import digests, planned_jobs, snakemake, tiny_config, with_config
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_reference, tmp_path_factory) -> Path:
-    """A copy of the shared reference run, which this module adds to."""
-    workdir = tmp_path_factory.mktemp("querybank") / "wd"
-    shutil.copytree(tiny_reference, workdir, symlinks=True)
-    return workdir
 
 
 @pytest.mark.slow
