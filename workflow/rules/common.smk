@@ -436,13 +436,13 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     params, the describer of a student with slots, the evaluations), so configs that would write
     different bundles never share a path.
     """
-    plan = student_plan(system, trainset_of(lang), lang)
+    plans = {other: student_plan(system, trainset_of(other), other) for other in LANGS}
+    plan = plans[lang]
     trainset = plan.trainset  # a student that reads no MT serves every language
     langs = [
         other
         for other in LANGS
-        if student_plan(system, trainset_of(other), other).key == plan.key
-        and student_plan(system, trainset_of(other), other).trainset == trainset
+        if (plans[other].trainset, plans[other].key) == (trainset, plan.key)
     ]
     evals = {other: eval_dir(system, other, seed) for other in langs}
     spec = {

@@ -41,12 +41,11 @@ import pyarrow.parquet as pq
 
 from ccr.data.tables import read_captions, read_images
 from ccr.evaluate.metrics import unit_rows
-from ccr.evaluate.run import embed_in_batches
-from ccr.features.store import fixed_list
-from ccr.io import stamp, write_table_atomic
+from ccr.evaluate.run import embed_in_batches, read_image_embeddings, write_image_embeddings
 from ccr.params import QuerybankParams
 
 log = logging.getLogger(__name__)
+
 
 def bank_caption_ids(inputs: Any, size: int, seed: int) -> list[str]:
     """Up to ``size`` training-split text ids: English human captions and (when set) translations.
@@ -129,19 +128,22 @@ class QuerybankNormalised:
 
     def embed_images(self, image_ids: list[str]) -> np.ndarray:
         g = unit_rows(np.asarray(self.retriever.embed_images(image_ids), np.float32), "image embeddings")
-        bias = _bias(self.text_bank(), g, self.beta)
-        a, n = self.image_scale, len(g)
-        rest = np.sqrt(np.clip(1.0 - a * a * (2.0 + bias * bias), 0.0, None))
-        return np.concatenate([a * g, (a * bias)[:, None], np.full((n, 1), a), rest[:, None], np.zeros((n, 1))],
-                              axis=1).astype(np.float32)
+        return _fold(g, _bias(self.text_bank(), g, self.beta), self.image_scale, image_side=True)
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
         q = unit_rows(np.asarray(self.retriever.embed_texts(caption_ids), np.float32), "text embeddings")
-        bias = _bias(self.image_bank(), q, self.beta)
-        b, n = self.text_scale, len(q)
-        rest = np.sqrt(np.clip(1.0 - b * b * (2.0 + bias * bias), 0.0, None))
-        return np.concatenate([b * q, np.full((n, 1), b), (b * bias)[:, None], np.zeros((n, 1)), rest[:, None]],
-                              axis=1).astype(np.float32)
+        return _fold(q, _bias(self.image_bank(), q, self.beta), self.text_scale, image_side=False)
+
+
+def _fold(rows: np.ndarray, bias: np.ndarray, scale: float, image_side: bool) -> np.ndarray:
+    """Unit rows with their bias folded in (module doc): image' = [a g, a bias, a, rest, 0] and
+    text' = [b q, b, b bias, 0, rest], so image' . text' = a b (s + bias(g) + bias(q))."""
+    n = len(rows)
+    own, other = (scale * bias)[:, None], np.full((n, 1), scale)
+    rest = np.sqrt(np.clip(1.0 - scale * scale * (2.0 + bias * bias), 0.0, None))[:, None]
+    zero = np.zeros((n, 1))
+    tail = [own, other, rest, zero] if image_side else [other, own, zero, rest]
+    return np.concatenate([scale * rows, *tail], axis=1).astype(np.float32)
 
 
 def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict | None,
@@ -160,11 +162,10 @@ def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict |
     if p.images:
         images = bank_image_ids(inputs, p.images, p.seed)
         if image_bank is not None:
-            table = pq.read_table(image_bank)
-            if table["image_id"].to_pylist() != images:
+            ids, vectors = read_image_embeddings(image_bank)
+            if ids != images:
                 raise ValueError(f"{image_bank}: its images are not the querybank's {len(images)} training images "
                                  f"(seed {p.seed}); rerun embed_image_bank")
-            vectors = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
     return QuerybankNormalised(retriever, texts, images, p.beta, vectors)
 
 
@@ -175,10 +176,6 @@ def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict
     if not p.images:
         raise ValueError("querybank param 'images' is 0: there is no image bank to embed")
     ids = bank_image_ids(inputs, p.images, p.seed)
-    emb = embed_in_batches(retriever.embed_images, ids, "querybank images")
-    table = pa.table({"image_id": pa.array(ids, pa.string()), "embedding": fixed_list(emb)})
-    if fingerprint_:
-        table = stamp(table, fingerprint_)
-    write_table_atomic(table, out_path)
-    log.info("querybank: %d training images, dim %d -> %s", len(ids), emb.shape[1], out_path)
+    table = write_image_embeddings(retriever, ids, "querybank images", out_path, fingerprint_)
+    log.info("querybank: %d training images, dim %d -> %s", len(ids), table["embedding"].type.list_size, out_path)
     return table

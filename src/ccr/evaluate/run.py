@@ -63,25 +63,38 @@ def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike
     image_ids = split_image_ids(inputs.images, split)
     if not image_ids:
         raise ValueError(f"{inputs.images}: no images with split == '{split}'")
-    emb = embed_in_batches(retriever.embed_images, image_ids, f"{split} images")
+    table = write_image_embeddings(retriever, image_ids, f"{split} images", out_path, fingerprint_)
+    log.info("gallery: %d %s images, dim %d -> %s", len(image_ids), split, table["embedding"].type.list_size,
+             out_path)
+    return table
+
+
+def write_image_embeddings(retriever: Retriever, image_ids: list[str], what: str, out_path: str | os.PathLike,
+                           fingerprint_: str | None = None) -> pa.Table:
+    """``image_ids`` embedded by ``retriever`` -> ``out_path`` (image_id, embedding), written atomically."""
+    emb = embed_in_batches(retriever.embed_images, image_ids, what)
     table = pa.table({"image_id": pa.array(image_ids, pa.string()), "embedding": fixed_list(emb)})
     if fingerprint_:
         table = stamp(table, fingerprint_)
     write_table_atomic(table, out_path)
-    log.info("gallery: %d %s images, dim %d -> %s", len(image_ids), split, emb.shape[1], out_path)
     return table
+
+
+def read_image_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """The image ids and float32 embeddings of a table written by :func:`write_image_embeddings`."""
+    table = pq.read_table(path)
+    emb = table["embedding"].combine_chunks()
+    return table["image_id"].to_pylist(), emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size).astype(
+        np.float32, copy=False)
 
 
 def read_gallery(path: str | os.PathLike, image_ids: Sequence[str]) -> np.ndarray:
     """The gallery embeddings of ``image_ids`` (in that order) from :func:`embed_gallery`'s file."""
-    table = pq.read_table(path)
-    ids = table["image_id"].to_pylist()
+    ids, emb = read_image_embeddings(path)
     if ids != list(image_ids):
         raise ValueError(f"{path}: gallery images ({len(ids)}) are not the {len(image_ids)} images evaluated "
                          "(made from another images table?)")
-    emb = table["embedding"].combine_chunks()
-    return l2_normalise(emb.flatten().to_numpy().reshape(len(ids), emb.type.list_size).astype(np.float32),
-                        "gallery embeddings")
+    return l2_normalise(emb, "gallery embeddings")
 
 
 def _stable_key(text: str) -> str:
