@@ -45,7 +45,7 @@ run: setup
 	$(BIN)/ccr results
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15
 
 # Resolve every GPU env (workflow/envs/*-gpu.yaml, describe-vllm.yaml) and the gpu/vllm extras against the
 # package registry with `pip install --dry-run` (a few minutes; skipped when the registry is unreachable).

@@ -15,6 +15,17 @@ SHARED_DATA = Path(os.environ.get("CCR_SHARED_DATA", REPO.parent / "shared" / "d
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 
+# The longest modules (minutes each) first. `make test` runs them with --dist loadfile: each module
+# on one worker, handed out in collection order, so a long module collected last (test_workflow_kill.py
+# sorts late) would start when the others end and set the suite's wall time alone.
+LONGEST_FIRST = ("test_workflow_kill.py", "test_slurm.py", "test_workflow.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     # Two cores are shared by pytest-xdist workers: keep each worker on one thread.

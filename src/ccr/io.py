@@ -191,6 +191,13 @@ def path_fingerprint(path: str | os.PathLike) -> str:
     return read_fingerprint(path)
 
 
+def named_fingerprints(named: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """name -> :func:`path_fingerprint` of each named input (e.g. Snakemake's ``input.items()``), a list of
+    them for a name that holds several paths (an ensemble's students)."""
+    return {name: [path_fingerprint(p) for p in path] if isinstance(path, list | tuple) else path_fingerprint(path)
+            for name, path in named}
+
+
 def input_fingerprints(paths: Mapping[str, str | os.PathLike | None]) -> dict[str, str]:
     """name -> fingerprint of each given input (None entries skipped)."""
     return {name: read_fingerprint(p) for name, p in sorted(paths.items()) if p is not None}

@@ -46,10 +46,25 @@ for _system, _entry in SYSTEMS.items():
                 f"config systems.{_system}.languages.{_lang}: not a query set of 'languages' "
                 f"({', '.join(LANGS)})"
             )
-        if "train" in _override["student"]:
+        if "train" in _override.get("student", {}):
             raise ValueError(
                 f"config systems.{_system}.languages.{_lang}.student.train: whether a system trains "
                 "is the system's, not a query set's"
+            )
+    _ensembles = [(f"systems.{_system}", _entry.get("ensemble"))] + [
+        (f"systems.{_system}.languages.{_lang}", _override.get("ensemble"))
+        for _lang, _override in _entry.get("languages", {}).items()
+    ]
+    for _where, _members in _ensembles:
+        for _i, _member in enumerate(_members or []):
+            if "train" in _member.get("student", {}):
+                raise ValueError(
+                    f"config {_where}.ensemble[{_i}].student.train: whether a system trains is the "
+                    "system's, not an ensemble member's"
+                )
+        if _members and SYSTEMS[_system].get("preset", _system) == "zero-shot":
+            raise ValueError(
+                f"config {_where}.ensemble: the zero-shot system trains no student to fuse"
             )
 RES = config["resources"]
 RUN_NAME = config["run_name"]
@@ -249,12 +264,33 @@ TRANSLATIONS = {
 }
 
 
-def system_spec(system: str, lang: str | None = None) -> SimpleNamespace:
+def ensemble_of(system: str, lang: str) -> list[tuple[dict, float]]:
+    """The students that answer query set ``lang`` of ``system``, each as (its student overrides,
+    weight): the query set's ``ensemble``, else the system's, else the one student with weight 1.
+
+    Several students answer by score fusion: an image-text score is the weighted sum of the members'
+    scores (ccr.train.EnsembleRetriever); each member is an ordinary training of its own params.
+    """
+    entry = SYSTEMS[system]
+    members = (
+        entry.get("languages", {}).get(lang, {}).get("ensemble")
+        or entry.get("ensemble")
+        or [{"weight": 1.0}]
+    )
+    # weights are relative: 3:1 is 0.75:0.25 (and keyed so)
+    total = sum(float(m["weight"]) for m in members)
+    return [(m.get("student", {}), float(m["weight"]) / total) for m in members]
+
+
+def system_spec(
+    system: str, lang: str | None = None, member: dict | None = None
+) -> SimpleNamespace:
     """A system's student params (preset + overrides) for query set ``lang``, and its teacher params.
 
     The student params name the preset (``systems.<name>.preset``, default: the system's name);
     config-wide ``train.*`` overrides come first, then the system's own, then its overrides for the
-    query set (``systems.<name>.languages.<lang>.student``), which that query set's student alone reads.
+    query set (``systems.<name>.languages.<lang>.student``), which that query set's student alone
+    reads, then an ensemble member's (``member``, see ensemble_of).
     """
     entry = SYSTEMS[system]
     train = config["train"]
@@ -264,6 +300,7 @@ def system_spec(system: str, lang: str | None = None) -> SimpleNamespace:
         **train["student"],
         **entry.get("student", {}),
         **per_query_set.get("student", {}),
+        **(member or {}),
     }
     teacher = {**train["teacher"], **entry.get("teacher", {})}
     resolved = resolve_student_params(student)
@@ -275,9 +312,11 @@ def system_spec(system: str, lang: str | None = None) -> SimpleNamespace:
     )
 
 
-def uses_teacher(system: str, trainset: str, lang: str | None = None) -> bool:
+def uses_teacher(
+    system: str, trainset: str, lang: str | None = None, member: dict | None = None
+) -> bool:
     # the teacher aligns English with its translation: nothing to learn without MT
-    return trainset != NO_MT and system_spec(system, lang).needs_teacher
+    return trainset != NO_MT and system_spec(system, lang, member).needs_teacher
 
 
 def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
@@ -290,7 +329,7 @@ def teacher_plan(system: str, trainset: str) -> SimpleNamespace:
 
 
 def student_plan(
-    system: str, trainset: str, lang: str | None = None
+    system: str, trainset: str, lang: str | None = None, member: dict | None = None
 ) -> SimpleNamespace:
     """The student params a system trains with on ``trainset`` for query set ``lang``, the training
     text it really reads (``trainset``, or no-mt when it reads no translation), and the key of that
@@ -301,14 +340,14 @@ def student_plan(
     mt+teacher without MT; english-only for every language) share one trained student: the key
     hashes the effective params and every upstream key the training reads.
     """
-    params = dict(system_spec(system, lang).student)
+    params = dict(system_spec(system, lang, member).student)
     if trainset == NO_MT or not resolve_student_params(params).use_mt:
         trainset = NO_MT
         params.update(use_mt=False, use_teacher=False)
     resolved = resolve_student_params(params)
     teacher = (
         teacher_plan(system, trainset).key
-        if uses_teacher(system, trainset, lang)
+        if uses_teacher(system, trainset, lang, member)
         else None
     )
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
@@ -356,8 +395,14 @@ def teacher_dir(system: str, trainset: str, seed) -> str:
     return f"{RUNS_DIR}/teachers/{trainset}/{teacher_plan(system, trainset).key}/seed{seed}"
 
 
-def student_dir(system: str, trainset: str, seed, lang: str | None = None) -> str:
-    plan = student_plan(system, trainset, lang)
+def student_dir(
+    system: str,
+    trainset: str,
+    seed,
+    lang: str | None = None,
+    member: dict | None = None,
+) -> str:
+    plan = student_plan(system, trainset, lang, member)
     return f"{RUNS_DIR}/students/{plan.trainset}/{plan.key}/seed{seed}"
 
 
@@ -379,7 +424,9 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
 
     Evaluations are shared: the zero-shot system's does not depend on the seed, and systems that
     share a trained student (and querybank) share its evaluation. The querybank is hashed only when
-    on, so turning it on adds evaluations and leaves every existing one where it was.
+    on, so turning it on adds evaluations and leaves every existing one where it was. An ensemble
+    (ensemble_of) is keyed by its members and weights; ``student`` and ``params`` are then lists and
+    ``weights`` holds the weights (None for one student).
     """
     trainset = trainset_of(lang)
     spec = translate_spec(lang)
@@ -389,8 +436,25 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         "ks": config["evaluate"]["ks"],
         "split": config["evaluate"]["split"],
     }
-    plan = student_plan(system, trainset, lang)
-    if system_spec(system).trains_student:
+    members = ensemble_of(system, lang)
+    plans = [student_plan(system, trainset, lang, member) for member, _ in members]
+    plan, weights = plans[0], None
+    if system_spec(system).trains_student and len(members) > 1:
+        weights = [weight for _, weight in members]
+        what = {
+            "ensemble": [
+                {"student": p.key, "trainset": p.trainset, "weight": w}
+                for p, w in zip(plans, weights)
+            ],
+            "seed": int(seed),
+        }
+        student = [
+            f"{student_dir(system, trainset, seed, lang, member)}/student.pt"
+            for member, _ in members
+        ]
+        # the data a member reads to embed (its MT, if any, is only a fallback for caption ids)
+        trainset = next((p.trainset for p in plans if p.trainset != NO_MT), NO_MT)
+    elif system_spec(system).trains_student:
         trainset = plan.trainset
         what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
         student = f"{student_dir(system, trainset, seed, lang)}/student.pt"
@@ -409,8 +473,9 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         trainset=trainset,
         query=query,
         student=student,
-        params=plan.params,
-        use_slots=student is None or plan.use_slots,
+        params=[p.params for p in plans] if weights else plan.params,
+        weights=weights,
+        use_slots=student is None or any(p.use_slots for p in plans),
     )
 
 
@@ -436,12 +501,17 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     params, the describer of a student with slots, the evaluations), so configs that would write
     different bundles never share a path.
     """
-    plans = {other: student_plan(system, trainset_of(other), other) for other in LANGS}
+    # a query set answered by an ensemble is served by no single student's bundle
+    plans = {
+        other: student_plan(system, trainset_of(other), other)
+        for other in LANGS
+        if len(ensemble_of(system, other)) == 1
+    }
     plan = plans[lang]
     trainset = plan.trainset  # a student that reads no MT serves every language
     langs = [
         other
-        for other in LANGS
+        for other in plans
         if (plans[other].trainset, plans[other].key) == (trainset, plan.key)
     ]
     evals = {other: eval_dir(system, other, seed) for other in langs}
@@ -489,15 +559,20 @@ BUNDLES = {}
 for _system in SYSTEMS:
     for _lang in LANGS:
         _trainset = trainset_of(_lang)
+        _members = [_member for _member, _ in ensemble_of(_system, _lang)]
         if system_spec(_system).trains_student:
-            _plan = student_plan(_system, _trainset, _lang)
-            STUDENTS.setdefault((_plan.trainset, _plan.key), (_system, _lang))
-            for _seed in SEEDS:
+            for _member in _members:
+                _plan = student_plan(_system, _trainset, _lang, _member)
+                STUDENTS.setdefault(
+                    (_plan.trainset, _plan.key), (_system, _lang, _member)
+                )
+            # bundles: one per single trained student (an ensemble's query set has none)
+            for _seed in SEEDS if len(_members) == 1 else []:
                 BUNDLES.setdefault(
                     bundle_plan(_system, _lang, _seed).key,
                     (_system, _lang, _seed),
                 )
-        if uses_teacher(_system, _trainset, _lang):
+        if any(uses_teacher(_system, _trainset, _lang, _m) for _m in _members):
             TEACHERS.setdefault(
                 (_trainset, teacher_plan(_system, _trainset).key), _system
             )
@@ -666,16 +741,17 @@ def teacher_params(wildcards) -> dict:
     ).params
 
 
-def student_system(wildcards) -> tuple[str, str]:
-    """A (system, query set) of the config whose student on ``trainset`` has key ``skey``."""
+def student_system(wildcards) -> tuple[str, str, dict]:
+    """A (system, query set, ensemble member's overrides) of the config whose student on
+    ``trainset`` has key ``skey``."""
     return STUDENTS[(wildcards.trainset, wildcards.skey)]
 
 
 def student_inputs(wildcards) -> dict:
-    system, lang = student_system(wildcards)
-    plan = student_plan(system, wildcards.trainset, lang)
+    system, lang, member = student_system(wildcards)
+    plan = student_plan(system, wildcards.trainset, lang, member)
     inputs = data_inputs(wildcards.trainset, descriptions=plan.use_slots)
-    if uses_teacher(system, wildcards.trainset, lang):
+    if uses_teacher(system, wildcards.trainset, lang, member):
         inputs["teacher"] = (
             f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"
         )
@@ -683,8 +759,8 @@ def student_inputs(wildcards) -> dict:
 
 
 def student_params(wildcards) -> dict:
-    system, lang = student_system(wildcards)
-    return student_plan(system, wildcards.trainset, lang).params
+    system, lang, member = student_system(wildcards)
+    return student_plan(system, wildcards.trainset, lang, member).params
 
 
 def training_language(trainset: str) -> str:
@@ -715,6 +791,11 @@ def gallery_inputs(wildcards) -> dict:
     return model_inputs(*GALLERIES[wildcards.gkey])
 
 
+def ensemble_weights(plan: SimpleNamespace) -> dict:
+    """``{"ensemble": weights}`` for an ensemble's jobs, {} for one student (its params unchanged)."""
+    return {"ensemble": plan.weights} if plan.weights else {}
+
+
 def gallery_params(wildcards) -> dict:
     system, lang, seed = GALLERIES[wildcards.gkey]
     plan = eval_plan(system, lang, seed)
@@ -722,13 +803,19 @@ def gallery_params(wildcards) -> dict:
         "student": plan.params,
         "split": plan.query["split"],
         "querybank": plan.querybank,
+        **ensemble_weights(plan),
     }
 
 
 def evaluate_params(wildcards) -> dict:
     system, lang, seed = EVALS[wildcards.ekey]
     plan = eval_plan(system, lang, seed)
-    return {"student": plan.params, "query": plan.query, "querybank": plan.querybank}
+    return {
+        "student": plan.params,
+        "query": plan.query,
+        "querybank": plan.querybank,
+        **ensemble_weights(plan),
+    }
 
 
 def reuses_caption_vectors() -> bool:
@@ -827,7 +914,10 @@ def history_tags() -> dict:
         for lang in LANGS:
             trainset = trainset_of(lang)
             for seed in SEEDS:
-                if uses_teacher(system, trainset, lang):
+                if any(
+                    uses_teacher(system, trainset, lang, member)
+                    for member, _ in ensemble_of(system, lang)
+                ):
                     systems_of.setdefault(
                         (
                             f"{teacher_dir(system, trainset, seed)}/history.parquet",
@@ -836,9 +926,11 @@ def history_tags() -> dict:
                         ),
                         [],
                     )
-                if system_spec(system).trains_student:
+                if not system_spec(system).trains_student:
+                    continue
+                for member, _ in ensemble_of(system, lang):
                     key = (
-                        f"{student_dir(system, trainset, seed, lang)}/history.parquet",
+                        f"{student_dir(system, trainset, seed, lang, member)}/history.parquet",
                         trainset,
                         seed,
                     )

@@ -2,18 +2,19 @@
 
 from ccr.evaluate import embed_gallery
 from ccr.evaluate.querybank import with_querybank
-from ccr.io import fingerprint, path_fingerprint, setup_logging
+from ccr.io import fingerprint, named_fingerprints, setup_logging
 from ccr.train import load_job_retriever
 
 
 def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
-    inputs, retriever = load_job_retriever(snakemake.input, "en", dict(spec["student"]))
+    inputs, retriever = load_job_retriever(snakemake.input, "en", spec["student"], spec.get("ensemble"))
     retriever = with_querybank(retriever, inputs, spec["querybank"])  # a no-op when off
     # keyed like every other table: the model's settings and the content of what it read
-    made_from = {name: path_fingerprint(path) for name, path in snakemake.input.items()}
-    key = fingerprint("embed_gallery", {"split": spec["split"], "student": spec["student"], "querybank": spec["querybank"]}, made_from)
+    made_from = named_fingerprints(snakemake.input.items())
+    key = fingerprint("embed_gallery", {k: spec[k] for k in ("split", "student", "querybank", "ensemble") if k in spec},
+                      made_from)
     embed_gallery(retriever, inputs, snakemake.output[0], split=spec["split"], fingerprint_=key)
 
 

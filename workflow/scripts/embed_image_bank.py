@@ -1,16 +1,17 @@
 """Snakemake script for rule embed_image_bank: the querybank's training images embedded once per model."""
 
 from ccr.evaluate.querybank import embed_image_bank
-from ccr.io import fingerprint, path_fingerprint, setup_logging
+from ccr.io import fingerprint, named_fingerprints, setup_logging
 from ccr.train import load_job_retriever
 
 
 def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
-    inputs, retriever = load_job_retriever(snakemake.input, "en", dict(spec["student"]))
-    made_from = {name: path_fingerprint(path) for name, path in snakemake.input.items()}
-    key = fingerprint("embed_image_bank", {"student": spec["student"], "querybank": spec["querybank"]}, made_from)
+    inputs, retriever = load_job_retriever(snakemake.input, "en", spec["student"], spec.get("ensemble"))
+    made_from = named_fingerprints(snakemake.input.items())
+    key = fingerprint("embed_image_bank", {k: spec[k] for k in ("student", "querybank", "ensemble") if k in spec},
+                      made_from)
     embed_image_bank(retriever, inputs, spec["querybank"], snakemake.output[0], fingerprint_=key)
 
 

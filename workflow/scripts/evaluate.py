@@ -12,7 +12,7 @@ def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
     query = spec["query"]
-    inputs, retriever = load_job_retriever(snakemake.input, query["code"], dict(spec["student"]))
+    inputs, retriever = load_job_retriever(snakemake.input, query["code"], spec["student"], spec.get("ensemble"))
     # a no-op when off; the image bank was embedded once for the model by rule embed_image_bank
     retriever = with_querybank(retriever, inputs, spec["querybank"], snakemake.input.get("imagebank"))
     evaluate(

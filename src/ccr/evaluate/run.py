@@ -202,7 +202,7 @@ def evaluate(
         gallery = embed_in_batches(retriever.embed_images, image_ids, f"{split} images")
     else:
         gallery = read_gallery(gallery, image_ids)
-    query = embed_in_batches(retriever.embed_texts, caption_ids, f"test captions ({lang})")
+    query = embed_in_batches(retriever.embed_texts, caption_ids, f"{split} captions ({lang})")
     if gallery.shape[1] != query.shape[1]:
         raise ValueError(f"image embeddings have dim {gallery.shape[1]} but text embeddings dim {query.shape[1]}")
 

@@ -18,9 +18,16 @@ from ccr.params import (
 )
 from ccr.train.inputs import LeakageError, TrainInputs, load_split
 from ccr.train.loop import TrainingInterrupted
-from ccr.train.retriever import Retriever, StudentRetriever, ZeroShotRetriever, load_job_retriever, load_retriever
+from ccr.train.retriever import (
+    EnsembleRetriever,
+    Retriever,
+    StudentRetriever,
+    ZeroShotRetriever,
+    load_job_retriever,
+    load_retriever,
+)
 from ccr.train.stages import train_student, train_teacher
 
-__all__ = ["PRESETS", "LeakageError", "ParamError", "Retriever", "StudentParams", "StudentRetriever", "TeacherParams",
+__all__ = ["PRESETS", "EnsembleRetriever", "LeakageError", "ParamError", "Retriever", "StudentParams", "StudentRetriever", "TeacherParams",
            "TrainInputs", "TrainingInterrupted", "ZeroShotRetriever", "load_job_retriever", "load_retriever", "load_split",
            "preset_params", "resolve_student_params", "resolve_teacher_params", "train_student", "train_teacher"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,6 +119,34 @@ class StudentRetriever:
         return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
 
 
+class EnsembleRetriever:
+    """Score fusion of several retrievers: ``score(q, g) = sum_i w_i s_i(q, g)`` with the weights
+    normalised to sum to 1, computed exactly as the inner product of ``[sqrt(w_1) e_1; sqrt(w_2) e_2; ...]``
+    on both sides. The members' unit vectors make a unit vector again, so the cached gallery, FAISS and
+    the querybank (which folds into unit vectors) take an ensemble like any one student."""
+
+    def __init__(self, members: Sequence[Retriever], weights: Sequence[float]):
+        if len(members) != len(weights) or len(members) < 2:
+            raise ValueError(f"an ensemble needs two or more members, each with a weight; got {len(members)} "
+                             f"member(s) and {len(weights)} weight(s)")
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"ensemble weights must be finite and > 0, got {list(weights)}")
+        total = float(sum(weights))
+        self.members = list(members)
+        self.weights = [float(w) / total for w in weights]
+        self.dim = sum(m.dim for m in self.members)
+
+    def _fuse(self, parts: list[np.ndarray], what: str) -> np.ndarray:
+        scaled = [np.sqrt(w) * l2_normalise(np.asarray(e, np.float32), what) for w, e in zip(self.weights, parts, strict=True)]
+        return np.concatenate(scaled, axis=1).astype(np.float32, copy=False)
+
+    def embed_images(self, image_ids: list[str]) -> np.ndarray:
+        return self._fuse([m.embed_images(image_ids) for m in self.members], "image embeddings")
+
+    def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
+        return self._fuse([m.embed_texts(caption_ids) for m in self.members], "text embeddings")
+
+
 def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: dict[str, Any] | None) -> Retriever:
     """The retriever of a trained system (``system_dir`` holding ``student.pt``, or its parent holding
     ``student/student.pt``), or the zero-shot system when ``system_dir`` is None.
@@ -133,9 +163,23 @@ def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: d
     raise FileNotFoundError(f"no student.pt in {system_dir} (nor {system_dir / 'student'})")
 
 
-def load_job_retriever(mapping: Any, lang: str, params: dict[str, Any] | None) -> tuple[TrainInputs, Retriever]:
+def load_job_retriever(mapping: Any, lang: str, params: dict[str, Any] | Sequence[dict[str, Any]] | None,
+                       weights: Sequence[float] | None = None) -> tuple[TrainInputs, Retriever]:
     """The inputs of a job (a mapping of TrainInputs field -> path, e.g. Snakemake's ``input``) and the
-    retriever of the student its ``student`` entry names (the checkpoint file), or the zero-shot one."""
+    retriever of the student its ``student`` entry names (the checkpoint file), or the zero-shot one.
+
+    With ``weights``, ``student`` is a list of checkpoints and ``params`` a list of their params: the
+    retriever is their :class:`EnsembleRetriever`.
+    """
     inputs = TrainInputs.from_mapping(mapping, lang=lang)
     student = mapping.get("student")
-    return inputs, load_retriever(Path(student).parent if student else None, inputs, params)
+    if weights is None:
+        if isinstance(student, list | tuple) or not isinstance(params, Mapping | None):
+            raise ValueError("several students (or params lists) but no ensemble weights")
+        return inputs, load_retriever(Path(student).parent if student else None, inputs, params)
+    paths, member_params = list(student or []), list(params or [])
+    if not len(paths) == len(member_params) == len(weights):
+        raise ValueError(f"an ensemble of {len(paths)} student(s) with {len(member_params)} params and "
+                         f"{len(weights)} weights")
+    members = [load_retriever(Path(path).parent, inputs, prm) for path, prm in zip(paths, member_params, strict=True)]
+    return inputs, EnsembleRetriever(members, weights)
