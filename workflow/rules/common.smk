@@ -39,6 +39,17 @@ DATASET = config["dataset"]["name"]
 LANGS = sorted(config["languages"])
 SEEDS = config["seeds"]
 SYSTEMS = {name: entry or {} for name, entry in config["systems"].items()}
+
+
+def ensembles_of(system: str) -> list[tuple[str, list]]:
+    """(config path, members) of every ensemble of ``system``: its own and its query sets'."""
+    entry = SYSTEMS[system]
+    return [(f"systems.{system}", entry.get("ensemble") or [])] + [
+        (f"systems.{system}.languages.{lang}", override.get("ensemble") or [])
+        for lang, override in entry.get("languages", {}).items()
+    ]
+
+
 for _system, _entry in SYSTEMS.items():
     for _lang, _override in _entry.get("languages", {}).items():
         if _lang not in LANGS:
@@ -51,21 +62,13 @@ for _system, _entry in SYSTEMS.items():
                 f"config systems.{_system}.languages.{_lang}.student.train: whether a system trains "
                 "is the system's, not a query set's"
             )
-    _ensembles = [(f"systems.{_system}", _entry.get("ensemble"))] + [
-        (f"systems.{_system}.languages.{_lang}", _override.get("ensemble"))
-        for _lang, _override in _entry.get("languages", {}).items()
-    ]
-    for _where, _members in _ensembles:
-        for _i, _member in enumerate(_members or []):
+    for _where, _members in ensembles_of(_system):
+        for _i, _member in enumerate(_members):
             if "train" in _member.get("student", {}):
                 raise ValueError(
                     f"config {_where}.ensemble[{_i}].student.train: whether a system trains is the "
                     "system's, not an ensemble member's"
                 )
-        if _members and SYSTEMS[_system].get("preset", _system) == "zero-shot":
-            raise ValueError(
-                f"config {_where}.ensemble: the zero-shot system trains no student to fuse"
-            )
 RES = config["resources"]
 RUN_NAME = config["run_name"]
 
@@ -439,7 +442,8 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     members = ensemble_of(system, lang)
     plans = [student_plan(system, trainset, lang, member) for member, _ in members]
     plan, weights = plans[0], None
-    if system_spec(system).trains_student and len(members) > 1:
+    trains = system_spec(system).trains_student
+    if trains and len(members) > 1:
         weights = [weight for _, weight in members]
         what = {
             "ensemble": [
@@ -454,7 +458,7 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
         ]
         # the data a member reads to embed (its MT, if any, is only a fallback for caption ids)
         trainset = next((p.trainset for p in plans if p.trainset != NO_MT), NO_MT)
-    elif system_spec(system).trains_student:
+    elif trains:
         trainset = plan.trainset
         what = {"student": plan.key, "trainset": trainset, "seed": int(seed)}
         student = f"{student_dir(system, trainset, seed, lang)}/student.pt"
@@ -549,6 +553,14 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
         metrics=[f"{evals[other]}/metrics.json" for other in langs],
     )
 
+
+# train: false is the zero-shot system (ccr.params): it has no student to fuse
+for _system in SYSTEMS:
+    for _where, _ensemble in ensembles_of(_system):
+        if _ensemble and not system_spec(_system).trains_student:
+            raise ValueError(
+                f"config {_where}.ensemble: the zero-shot system trains no student to fuse"
+            )
 
 # Reverse lookups from the keys in paths (wildcards) to what they stand for.
 STUDENTS = {}

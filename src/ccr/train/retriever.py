@@ -119,6 +119,13 @@ class StudentRetriever:
         return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
 
 
+def fuse_embeddings(parts: Sequence[np.ndarray], weights: Sequence[float], what: str) -> np.ndarray:
+    """Rows ``[sqrt(w_1) e_1 ; sqrt(w_2) e_2 ; ...]`` of the members' unit rows ``parts`` (weights summing
+    to 1): the inner product of two such rows is ``sum_i w_i e_i . e_i'``, and they are unit rows again."""
+    scaled = [np.sqrt(w) * l2_normalise(np.asarray(e, np.float32), what) for w, e in zip(weights, parts, strict=True)]
+    return np.concatenate(scaled, axis=1).astype(np.float32, copy=False)
+
+
 class EnsembleRetriever:
     """Score fusion of several retrievers: ``score(q, g) = sum_i w_i s_i(q, g)`` with the weights
     normalised to sum to 1, computed exactly as the inner product of ``[sqrt(w_1) e_1; sqrt(w_2) e_2; ...]``
@@ -136,15 +143,11 @@ class EnsembleRetriever:
         self.weights = [float(w) / total for w in weights]
         self.dim = sum(m.dim for m in self.members)
 
-    def _fuse(self, parts: list[np.ndarray], what: str) -> np.ndarray:
-        scaled = [np.sqrt(w) * l2_normalise(np.asarray(e, np.float32), what) for w, e in zip(self.weights, parts, strict=True)]
-        return np.concatenate(scaled, axis=1).astype(np.float32, copy=False)
-
     def embed_images(self, image_ids: list[str]) -> np.ndarray:
-        return self._fuse([m.embed_images(image_ids) for m in self.members], "image embeddings")
+        return fuse_embeddings([m.embed_images(image_ids) for m in self.members], self.weights, "image embeddings")
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
-        return self._fuse([m.embed_texts(caption_ids) for m in self.members], "text embeddings")
+        return fuse_embeddings([m.embed_texts(caption_ids) for m in self.members], self.weights, "text embeddings")
 
 
 def load_retriever(system_dir: Path | str | None, inputs: TrainInputs, params: dict[str, Any] | None) -> Retriever:
