@@ -40,7 +40,7 @@ def test_loader_only_english_human_rows_of_the_split(data, split):
     # every English en caption of the split is used, nothing else
     expected = {c for c, r in rows.items() if r["split"] == split and r["lang"] == "en"}
     assert set(d.caption_ids) == expected
-    assert d.has_mt and d.s_tokens is not None and d.s_tokens.shape[0] == len(d.caption_ids)
+    assert d.has_mt and d.s_tokens is not None and len(d.s_tokens) == len(d.caption_ids)
     assert d.desc is not None and d.desc_mask.all()
 
 

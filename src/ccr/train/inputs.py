@@ -80,6 +80,83 @@ class TrainInputs:
 
 
 @dataclass
+class TokenRows:
+    """Word tokens of ``n`` texts, stored ragged: row ``i`` is ``flat[offsets[i]:offsets[i + 1]]``.
+
+    :meth:`padded` gives, for any rows, exactly what a zero-padded ``(n, length, D)`` array would hold
+    there, so a batch costs ``B x length x D`` while the split is held once, unpadded (on M30K-F8K the
+    padded English and MT tokens of a student took 4.3 GB, and the Arrow copies while reading as much
+    again).  ``length`` is the padded length of the whole split: ``min(max_len, longest row)``.
+    """
+
+    flat: np.ndarray       # (N, D) float32, rows' tokens one after another (each cut to ``length``)
+    offsets: np.ndarray    # (n + 1,) int64
+    length: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.flat.shape[1])
+
+    def padded(self, rows: np.ndarray | range | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, length, D) float32 zero-padded tokens of ``rows`` and their mask (B, length) bool."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.offsets[rows]
+        mask = np.arange(self.length) < (self.offsets[rows + 1] - starts)[:, None]
+        out = np.zeros((len(rows), self.length, self.dim), np.float32)
+        out[mask] = self.flat[(starts[:, None] + np.arange(self.length))[mask]]
+        return out, mask
+
+    def concat(self, other: TokenRows) -> TokenRows:
+        """These rows, then ``other``'s (the longer padded length of the two)."""
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return TokenRows(np.concatenate([self.flat, other.flat]), offsets, max(self.length, other.length))
+
+
+def token_rows(column: pa.ChunkedArray, rows: np.ndarray, max_len: int, where: str) -> TokenRows:
+    """The ragged ``tokens`` column (``list<fixed_size_list<float32>[D]>``) at ``rows`` (table row
+    indices, in the wanted order, repeats allowed), each row cut to its first ``max_len`` tokens.
+
+    Read chunk by chunk without combining or padding: the only copy made is the result."""
+    dim = column.type.value_type.list_size
+    chunk_of = np.zeros(column.num_chunks + 1, np.int64)
+    chunk_of[1:] = np.cumsum([len(c) for c in column.chunks])
+    rows = np.asarray(rows, np.int64)
+    which = np.searchsorted(chunk_of, rows, side="right") - 1
+    lens = np.zeros(len(rows), np.int64)
+    for c, chunk in enumerate(column.chunks):
+        sel = which == c
+        if sel.any():
+            off = chunk.offsets.to_numpy()
+            local = rows[sel] - chunk_of[c]
+            lens[sel] = off[local + 1] - off[local]
+    empty = np.nonzero(lens == 0)[0]
+    if len(empty):
+        raise ValueError(f"{where}: text #{int(empty[0])} has no word tokens (field 'tokens')")
+    length = max(1, min(int(max_len), int(lens.max(initial=1))))
+    lens = np.minimum(lens, length)
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    offsets[1:] = np.cumsum(lens)
+    flat = np.empty((int(offsets[-1]), dim), np.float32)
+    for c, chunk in enumerate(column.chunks):
+        # chunk.values: every token of the chunk (its offsets index into it), zero-copy as numpy
+        values = chunk.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        chunk_offsets = chunk.offsets.to_numpy()
+        for block in _blocks_of(np.nonzero(which == c)[0], 4096):  # bounded temporaries
+            n_tok = lens[block]
+            pos = np.repeat(offsets[block] - np.cumsum(n_tok) + n_tok, n_tok) + np.arange(int(n_tok.sum()))
+            starts = chunk_offsets[rows[block] - chunk_of[c]]
+            flat[pos] = values[np.repeat(starts - offsets[block], n_tok) + pos]
+    return TokenRows(flat, offsets, length)
+
+
+def _blocks_of(index: np.ndarray, size: int) -> list[np.ndarray]:
+    return [index[i: i + size] for i in range(0, len(index), size)]
+
+
+@dataclass
 class SplitData:
     """One split's training arrays (rows = English captions; images indexed by ``image_index``)."""
 
@@ -94,10 +171,8 @@ class SplitData:
     img_tokens: np.ndarray | None      # (m, T, Di)
     desc: np.ndarray | None            # (m, V, Dt) description views, zero-padded
     desc_mask: np.ndarray | None       # (m, V) True for real views
-    s_tokens: np.ndarray | None = None  # (n, L, Dt) padded word tokens (teacher only)
-    s_mask: np.ndarray | None = None
-    t_tokens: np.ndarray | None = None
-    t_mask: np.ndarray | None = None
+    s_tokens: TokenRows | None = None  # word tokens of the English / target rows (teacher terms only)
+    t_tokens: TokenRows | None = None
     has_mt: bool = False
 
 
@@ -149,19 +224,27 @@ def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what:
         raise KeyError(f"{path} ({what}): {err.args[0]}") from None
 
 
-def pad_tokens(seqs: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged (L_i, D) token arrays -> (n, L, D) zero-padded (truncated to ``max_len``) and mask (n, L)."""
-    dim = seqs[0].shape[1] if seqs else 1
-    length = max(1, min(max_len, max((len(s) for s in seqs), default=1)))
-    out = np.zeros((len(seqs), length, dim), np.float32)
-    mask = np.zeros((len(seqs), length), bool)
-    for i, s in enumerate(seqs):
-        k = min(len(s), length)
-        out[i, :k] = s[:k]
-        mask[i, :k] = True
-        if k == 0:
-            raise ValueError(f"text #{i} has no word tokens")
-    return out, mask
+def read_text_token_rows(path: Path | str, ids: list[str], max_len: int, what: str) -> tuple[np.ndarray, TokenRows]:
+    """Pooled vectors (n, D) and word tokens (:class:`TokenRows`) of exactly ``ids`` (in that order) from
+    the text feature table ``path``; a missing id is a KeyError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: feature table not found: {path}")
+    names = pq.read_schema(path).names
+    if "caption_id" not in names or "pooled" not in names:
+        raise TableError(f"{path}: not a text feature table (needs 'caption_id' and 'pooled')")
+    if "tokens" not in names:
+        raise TableError(f"{path}: field 'tokens' is missing but {what} needs token features")
+    table = pq.read_table(path, columns=["caption_id", "pooled", "tokens"],
+                          filters=[("caption_id", "in", sorted(set(ids)))])
+    row_of = {k: i for i, k in enumerate(table.column("caption_id").to_pylist())}
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
+    order = np.array([row_of[i] for i in ids], dtype=np.int64)
+    pooled = table.column("pooled").combine_chunks()
+    pooled = pooled.flatten().to_numpy(zero_copy_only=False).reshape(len(pooled), pooled.type.list_size)[order]
+    return pooled.astype(np.float32, copy=False), token_rows(table.column("tokens"), order, max_len, f"{path}")
 
 
 def _check_split(split: str) -> None:
@@ -322,17 +405,22 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
             target_ids = target_ids + [t if has_mt else b for b, _, t in extra]
     image_ids = sorted(set(cap_imgs))
     pos = {k: i for i, k in enumerate(image_ids)}
-    s = read_feature_rows(inputs.caption_features, cap_ids[:n_human], text_tokens, "caption features")
+    def text_rows(path: Path, ids: list[str], what: str) -> tuple[np.ndarray, TokenRows | None]:
+        if text_tokens:
+            return read_text_token_rows(path, ids, max_text_tokens, what)
+        return read_feature_rows(path, ids, False, what).pooled, None
+
+    s_pooled, s_tokens = text_rows(inputs.caption_features, cap_ids[:n_human], "caption features")
     if len(cap_ids) > n_human:  # the paraphrases' English side comes from their own feature table
-        paraphrases = read_feature_rows(inputs.backtranslation_features, cap_ids[n_human:], text_tokens,
-                                        "back-translation features")
-        s = s.concat(paraphrases)
+        p_pooled, p_tokens = text_rows(inputs.backtranslation_features, cap_ids[n_human:], "back-translation features")
+        s_pooled = np.concatenate([s_pooled, p_pooled])
+        s_tokens = None if s_tokens is None or p_tokens is None else s_tokens.concat(p_tokens)
     if has_mt:
         if inputs.translation_features is None:
             raise ValueError("TrainInputs.translation_features is None but the translations table is not empty")
-        t = read_feature_rows(inputs.translation_features, target_ids, text_tokens, "translation features")
-    else:
-        t = s  # no MT: the target branch reads the English side (paraphrases included)
+        t_pooled, t_tokens = text_rows(inputs.translation_features, target_ids, "translation features")
+    else:  # no MT: the target branch reads the English side (paraphrases included)
+        t_pooled, t_tokens = s_pooled, s_tokens
     img_pooled, img_tokens = np.zeros((len(image_ids), 0), np.float32), None
     if images:
         if inputs.image_features is None:
@@ -344,12 +432,9 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
     if descriptions:
         desc, desc_mask = load_descriptions(inputs, image_ids, split)
     data = SplitData(split=split, caption_ids=cap_ids, target_ids=target_ids, image_ids=image_ids,
-                     image_index=np.array([pos[i] for i in cap_imgs], np.int64), s_pooled=s.pooled,
-                     t_pooled=t.pooled, img_pooled=img_pooled, img_tokens=img_tokens, desc=desc,
-                     desc_mask=desc_mask, has_mt=has_mt)
-    if text_tokens:
-        data.s_tokens, data.s_mask = pad_tokens(s.token_list or [], max_text_tokens)
-        data.t_tokens, data.t_mask = pad_tokens(t.token_list or [], max_text_tokens)
+                     image_index=np.array([pos[i] for i in cap_imgs], np.int64), s_pooled=s_pooled,
+                     t_pooled=t_pooled, img_pooled=img_pooled, img_tokens=img_tokens, desc=desc,
+                     desc_mask=desc_mask, s_tokens=s_tokens, t_tokens=t_tokens, has_mt=has_mt)
     log.info("%s data: %d English captions (%s), %d images, %s description views", split, len(cap_ids),
              f"with {inputs.lang} MT" if has_mt else "no MT: target branch = English", len(image_ids),
              "no" if desc is None else desc.shape[1])

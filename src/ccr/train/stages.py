@@ -34,7 +34,7 @@ from ccr.models.losses import (
     soft_targets,
 )
 from ccr.params import ParamError, StudentParams, TeacherParams, resolve_student_params, resolve_teacher_params
-from ccr.train.inputs import SplitData, TrainInputs, load_split
+from ccr.train.inputs import SplitData, TokenRows, TrainInputs, load_split
 from ccr.train.loop import FitResult, fit, seed_everything
 from ccr.train.metrics import mean_recall
 
@@ -52,6 +52,13 @@ def _setup(p: TeacherParams | StudentParams, seed: int) -> torch.device:
 
 def _t(x: np.ndarray | None, device: torch.device) -> Tensor | None:
     return None if x is None else torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+
+def _token_batch(tokens: TokenRows, rows: Tensor | range, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Padded word tokens (B, L, D) and mask (B, L) of ``rows``, on ``device``."""
+    rows = rows.cpu().numpy() if isinstance(rows, Tensor) else rows
+    tok, mask = tokens.padded(rows)
+    return torch.from_numpy(tok).to(device), torch.from_numpy(mask).to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +119,6 @@ def train_teacher(inputs: TrainInputs, params: dict[str, Any] | TeacherParams | 
 def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TeacherParams, device: torch.device) -> BatchLoss:
     """``batch_loss(row_idx)`` of the teacher: sentence InfoNCE(s, t) + token-level OT contrastive."""
     s_p, t_p = _t(d.s_pooled, device), _t(d.t_pooled, device)
-    s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
 
     def batch_loss(idx: Tensor) -> dict[str, Tensor]:
         idx = idx.to(device)
@@ -126,10 +132,12 @@ def _teacher_loss(model: CrossLingualTeacher, d: SplitData, p: TeacherParams, de
                 sim = (s @ t.t()).float()
                 sim.fill_diagonal_(-math.inf)
                 neg = sim.topk(n_neg, dim=1).indices
-            st = model.encode_tokens(s_tok[idx], "s")
-            tt = model.encode_tokens(t_tok[idx], "t")
-            terms["ot"], terms["metric_ot_pos_dist"] = ot_contrastive(st, s_m[idx], tt, t_m[idx], neg, p.ot_eps,
-                                                               p.ot_iters, p.tau_ot)
+            s_tok, s_m = _token_batch(d.s_tokens, idx, device)
+            t_tok, t_m = _token_batch(d.t_tokens, idx, device)
+            st = model.encode_tokens(s_tok, "s")
+            tt = model.encode_tokens(t_tok, "t")
+            terms["ot"], terms["metric_ot_pos_dist"] = ot_contrastive(st, s_m, tt, t_m, neg, p.ot_eps, p.ot_iters,
+                                                                      p.tau_ot)
             total = total + p.w_ot * terms["ot"]
         terms["loss"] = total
         return terms
@@ -205,6 +213,8 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
                      "the student from the teacher")
     drop_cols = _droppable_text_columns(inputs, p, train.has_mt)
     batch_loss = _student_loss(model, teacher, train, p, device, drop_cols)
+    # the teacher's summaries of the word tokens are computed: the tokens (GBs on M30K-F8K) can go
+    train.s_tokens = train.t_tokens = val.s_tokens = val.t_tokens = None
     beta = p.slot_fusion if p.use_slots else 0.0
 
     def validate() -> float:
@@ -295,11 +305,12 @@ def _student_loss(model: CrossModalStudent, teacher: CrossLingualTeacher | None,
             bs = p.eval_batch_size
             te_s = _teacher_embed(teacher, s_p, "s", bs)
             te_t = _teacher_embed(teacher, t_p, "t", bs)
-            s_tok, s_m, t_tok, t_m = (_t(x, device) for x in (d.s_tokens, d.s_mask, d.t_tokens, d.t_mask))
-            te_s_tok = torch.cat([teacher.token_summary(s_tok[i: i + bs], s_m[i: i + bs], "s")
-                                  for i in range(0, len(s_tok), bs)])
-            te_t_tok = torch.cat([teacher.token_summary(t_tok[i: i + bs], t_m[i: i + bs], "t")
-                                  for i in range(0, len(t_tok), bs)])
+            te_s_tok = torch.cat([teacher.token_summary(*_token_batch(d.s_tokens, range(i, min(i + bs, len(s_p))),
+                                                                      device), "s")
+                                  for i in range(0, len(s_p), bs)])
+            te_t_tok = torch.cat([teacher.token_summary(*_token_batch(d.t_tokens, range(i, min(i + bs, len(t_p))),
+                                                                      device), "t")
+                                  for i in range(0, len(t_p), bs)])
 
     def batch_loss(idx: Tensor) -> dict[str, Tensor]:
         idx = idx.to(device)
