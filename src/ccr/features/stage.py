@@ -28,6 +28,7 @@ from ccr.features.store import (
     fixed_list,
     image_feature_schema,
     ragged_tokens,
+    read_rows,
     text_feature_schema,
 )
 from ccr.features.texts import TEXT_ENCODERS, TextEncoder, check_langs
@@ -195,7 +196,7 @@ def _reusable(reuse: Sequence[tuple[str | os.PathLike, str | os.PathLike]], want
                 ids_of.setdefault(cid, row_key)
         if not ids_of:
             continue
-        table = pq.read_table(features_path, filters=[("caption_id", "in", sorted(ids_of))])
+        table = read_rows(features_path, "caption_id", ids_of)
         pooled = table["pooled"].combine_chunks()
         vectors = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)
         tokens = table["tokens"].combine_chunks() if with_tokens and "tokens" in table.column_names else None

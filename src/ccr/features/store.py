@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 META_KEY = b"ccr.encoder"
@@ -105,6 +106,59 @@ def _to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     dim = arr.type.list_size
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
+
+
+def read_rows(path: str | Path, key: str, ids, columns: list[str] | None = None) -> pa.Table:
+    """The rows of the Parquet table ``path`` whose ``key`` is in ``ids`` (file order), read batch by
+    batch through a small buffer and filtered as they come.
+
+    Why not ``pq.read_table(filters=...)``: it decodes a whole row group before filtering, and a feature
+    table is one row group, so keeping M30K-F8K's 37,416 training captions' word tokens (1.6 GB) took
+    7.7 GB of peak memory that way; streamed, 2.4 GB.
+    """
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    parquet = pq.ParquetFile(path, buffer_size=1 << 23, pre_buffer=False)
+    names = columns or parquet.schema_arrow.names
+    schema = pa.schema([parquet.schema_arrow.field(name) for name in names])
+    batches = [batch.filter(pc.is_in(batch.column(key), value_set=wanted))
+               for batch in parquet.iter_batches(batch_size=2048, columns=names)]
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _fixed_shape(field_type: pa.DataType) -> tuple[int, ...]:
+    shape = []
+    while pa.types.is_fixed_size_list(field_type):
+        shape.append(field_type.list_size)
+        field_type = field_type.value_type
+    return tuple(shape)
+
+
+def read_fixed_rows(path: str | Path, key: str, ids: list[str], columns: list[str]) -> tuple[np.ndarray, dict]:
+    """Fixed-size list columns (vectors (n, D), grids (n, T, D)) at exactly ``ids`` (repeats allowed),
+    streamed from the Parquet table ``path`` straight into float32 arrays: nothing is held but the
+    result and one batch.  Returns ``found`` (n,) bool and column -> array (rows not found: undefined).
+    """
+    positions: dict[str, list[int]] = {}
+    for pos, row_id in enumerate(ids):
+        positions.setdefault(row_id, []).append(pos)
+    parquet = pq.ParquetFile(path, buffer_size=1 << 23, pre_buffer=False)
+    shapes = {c: _fixed_shape(parquet.schema_arrow.field(c).type) for c in columns}
+    out = {c: np.empty((len(ids), *shapes[c]), np.float32) for c in columns}
+    found = np.zeros(len(ids), bool)
+    for batch in parquet.iter_batches(batch_size=1024, columns=[key, *columns]):
+        pairs = [(row, pos) for row, row_id in enumerate(batch.column(key).to_pylist())
+                 for pos in positions.get(row_id, ())]
+        if not pairs:
+            continue
+        src, dst = (np.array(side, np.int64) for side in zip(*pairs, strict=True))
+        for c in columns:
+            values = batch.column(c)
+            for _ in shapes[c]:
+                values = values.flatten()
+            out[c][dst] = values.to_numpy(zero_copy_only=False).reshape(len(batch), *shapes[c])[src]
+        found[dst] = True
+    pa.default_memory_pool().release_unused()  # the reader's pages are free again: give them back
+    return found, out
 
 
 def encoder_meta(schema: pa.Schema) -> dict:

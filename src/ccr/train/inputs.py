@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ccr.data.tables import TableError, validate_captions, validate_images
-from ccr.features.store import Features
+from ccr.features.store import Features, read_fixed_rows, read_rows
 from ccr.io import input_fingerprints
 
 log = logging.getLogger("ccr.train")
@@ -176,23 +176,37 @@ class SplitData:
     has_mt: bool = False
 
 
-def _features_from_table(table: pa.Table, key: str, path: Path) -> Features:
-    def matrix(arr: pa.Array) -> np.ndarray:
-        return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(
-            len(arr), arr.type.list_size)
+def _row_order(table: pa.Table, key: str, ids: list[str], path: Path, what: str,
+               allow_missing: bool = False) -> tuple[list[str], np.ndarray]:
+    """``ids`` (without those the table lacks, if ``allow_missing``) and their row numbers in ``table``."""
+    row_of = {k: i for i, k in enumerate(table.column(key).to_pylist())}
+    if allow_missing:
+        ids = [i for i in ids if i in row_of]
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
+    return list(ids), np.array([row_of[i] for i in ids], dtype=np.int64)
 
-    pooled = table.column("pooled").combine_chunks()
-    feats = Features(ids=table.column(key).to_pylist(), pooled=matrix(pooled))
-    if "tokens" in table.column_names:
-        tok = table.column("tokens").combine_chunks()
-        if pa.types.is_fixed_size_list(tok.type):
-            inner = matrix(tok.flatten())
-            feats.tokens = inner.reshape(len(tok), tok.type.list_size, inner.shape[1])
-        else:
-            inner = matrix(tok.flatten())
-            off = tok.offsets.to_numpy()
-            feats.token_list = [inner[off[i]: off[i + 1]] for i in range(len(tok))]
-    return feats
+
+def _fixed_rows(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` of a fixed-size list column (vectors (n, D), or grids of them (n, T, D)) as float32,
+    gathered chunk by chunk, a block at a time, straight into the result: the only copy made."""
+    shape, value_type = [], column.type
+    while pa.types.is_fixed_size_list(value_type):
+        shape.append(value_type.list_size)
+        value_type = value_type.value_type
+    out = np.empty((len(rows), *shape), np.float32)
+    chunk_of = np.zeros(column.num_chunks + 1, np.int64)
+    chunk_of[1:] = np.cumsum([len(c) for c in column.chunks])
+    which = np.searchsorted(chunk_of, rows, side="right") - 1
+    for c, chunk in enumerate(column.chunks):
+        values = chunk
+        for _ in shape:
+            values = values.flatten()
+        values = values.to_numpy(zero_copy_only=False).reshape(len(chunk), *shape)
+        for block in _blocks_of(np.nonzero(which == c)[0], 1024):
+            out[block] = values[rows[block] - chunk_of[c]]
+    return out
 
 
 def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what: str,
@@ -213,15 +227,23 @@ def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what:
     columns = [key, "pooled"] + (["tokens"] if with_tokens else [])
     if not ids:
         return Features(ids=[], pooled=np.zeros((0, schema.field("pooled").type.list_size), np.float32))
-    table = pq.read_table(path, columns=columns, filters=[(key, "in", sorted(set(ids)))])
-    feats = _features_from_table(table, key, path)
-    if allow_missing:
-        present = set(feats.ids)
-        ids = [i for i in ids if i in present]
-    try:
-        return feats.take(list(ids))
-    except KeyError as err:
-        raise KeyError(f"{path} ({what}): {err.args[0]}") from None
+    if not with_tokens or pa.types.is_fixed_size_list(schema.field("tokens").type):  # vectors, image grids
+        found, arrays = read_fixed_rows(path, key, ids, columns[1:])
+        if not found.all():
+            missing = [i for i, ok in zip(ids, found, strict=True) if not ok]
+            if not allow_missing:
+                raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
+            ids = [i for i, ok in zip(ids, found, strict=True) if ok]
+            arrays = {c: a[found] for c, a in arrays.items()}
+        return Features(ids=list(ids), pooled=arrays["pooled"], tokens=arrays.get("tokens"))
+    table = read_rows(path, key, ids, columns)  # ragged text tokens, every one kept
+    ids, rows = _row_order(table, key, ids, path, what, allow_missing)
+    ragged = token_rows(table.column("tokens"), rows, np.iinfo(np.int64).max, str(path))
+    feats = Features(ids=ids, pooled=_fixed_rows(table.column("pooled"), rows),
+                     token_list=[ragged.flat[a:b] for a, b in zip(ragged.offsets[:-1], ragged.offsets[1:], strict=True)])
+    del table
+    pa.default_memory_pool().release_unused()  # the Arrow pages read are free again: give them back
+    return feats
 
 
 def read_text_token_rows(path: Path | str, ids: list[str], max_len: int, what: str) -> tuple[np.ndarray, TokenRows]:
@@ -235,16 +257,12 @@ def read_text_token_rows(path: Path | str, ids: list[str], max_len: int, what: s
         raise TableError(f"{path}: not a text feature table (needs 'caption_id' and 'pooled')")
     if "tokens" not in names:
         raise TableError(f"{path}: field 'tokens' is missing but {what} needs token features")
-    table = pq.read_table(path, columns=["caption_id", "pooled", "tokens"],
-                          filters=[("caption_id", "in", sorted(set(ids)))])
-    row_of = {k: i for i, k in enumerate(table.column("caption_id").to_pylist())}
-    missing = [i for i in ids if i not in row_of]
-    if missing:
-        raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
-    order = np.array([row_of[i] for i in ids], dtype=np.int64)
-    pooled = table.column("pooled").combine_chunks()
-    pooled = pooled.flatten().to_numpy(zero_copy_only=False).reshape(len(pooled), pooled.type.list_size)[order]
-    return pooled.astype(np.float32, copy=False), token_rows(table.column("tokens"), order, max_len, f"{path}")
+    table = read_rows(path, "caption_id", ids, ["caption_id", "pooled", "tokens"])
+    _, rows = _row_order(table, "caption_id", ids, path, what)
+    pooled, tokens = _fixed_rows(table.column("pooled"), rows), token_rows(table.column("tokens"), rows, max_len, str(path))
+    del table
+    pa.default_memory_pool().release_unused()
+    return pooled, tokens
 
 
 def _check_split(split: str) -> None:
