@@ -75,3 +75,31 @@ def test_a_text_without_tokens_is_an_error_naming_the_file() -> None:
     with pytest.raises(ValueError, match="feats.parquet: text #1 has no word tokens"):
         token_rows(column, np.array([0, 1]), 8, "feats.parquet")
     assert isinstance(token_rows(column, np.array([0]), 8, "x"), TokenRows)
+
+
+def test_feature_rows_are_streamed_in_the_asked_order(tmp_path) -> None:
+    """Image features (vectors and grids) read batch by batch: order, repeats, several batches, and
+    missing ids (an error naming the file, or skipped with allow_missing)."""
+    from ccr.features.store import fixed_grid, fixed_list, image_feature_schema
+    from ccr.train.inputs import read_feature_rows
+
+    rng = np.random.default_rng(2)
+    n, tokens, dim = 2500, 3, 4  # more rows than one read batch (1,024)
+    ids = [f"img{i:05d}" for i in range(n)]
+    pooled = rng.standard_normal((n, dim)).astype(np.float32)
+    grid = rng.standard_normal((n, tokens, dim)).astype(np.float32)
+    table = pa.table({"image_id": ids, "pooled": fixed_list(pooled), "tokens": fixed_grid(grid)},
+                     schema=image_feature_schema(dim, tokens))
+    path = tmp_path / "images.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    want = ["img02400", "img00003", "img01500", "img00003"]
+    feats = read_feature_rows(path, want, True, "image features")
+    rows = [ids.index(i) for i in want]
+    assert feats.ids == want
+    np.testing.assert_array_equal(feats.pooled, pooled[rows])
+    np.testing.assert_array_equal(feats.tokens, grid[rows])
+    with pytest.raises(KeyError, match=r"images.parquet \(image features\): 1 id\(s\) have no features"):
+        read_feature_rows(path, ["img00001", "nope"], False, "image features")
+    kept = read_feature_rows(path, ["nope", "img00001"], False, "image features", allow_missing=True)
+    assert kept.ids == ["img00001"]
+    np.testing.assert_array_equal(kept.pooled, pooled[[1]])
