@@ -15,10 +15,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch is pinned first: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
+# constraints.txt: the versions the per-rule envs pin, so the tested venv is the one they describe.
 # `cpu` brings faiss-cpu (a GPU node uses `gpu` instead, never both: see pyproject.toml).
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[cpu,workflow,serve,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[cpu,workflow,serve,dev]"
 	touch $@
 
 setup: $(VENV)/.installed apt

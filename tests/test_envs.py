@@ -157,6 +157,17 @@ def test_pins_agree_with_the_tested_venv_and_pyproject():
             for req in declared.get(name, []):
                 if not req.specifier.contains(pinned, prereleases=True):
                     problems.append(f"{env.name}: {name}=={pinned} does not satisfy pyproject's {req}")
+    # make's venv is installed with constraints.txt: each of its pins is what every env pins
+    constraints = dict(line.split("==") for line in (ENV_DIR.parents[1] / "constraints.txt").read_text().splitlines()
+                       if line.strip() and not line.startswith("#"))
+    for env in all_envs().values():
+        for name, pinned in env.pins.items():
+            if name in constraints and Version(pinned).public != Version(constraints[name]).public \
+                    and (env.name, name) not in KNOWN_DIFFERENCES:
+                problems.append(f"{env.name}: {name}=={pinned} but constraints.txt has {constraints[name]}")
+    unused = sorted(set(constraints) - {name for env in all_envs().values() for name in env.pins})
+    if unused:
+        problems.append(f"constraints.txt pins {unused}, which no env pins")
     assert not problems, "\n".join(problems)
     for (env, name), why in KNOWN_DIFFERENCES.items():
         assert name in all_envs()[env].pins, f"stale KNOWN_DIFFERENCES entry ({env}, {name}): {why}"
