@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?= config/config.yaml
-APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es
+# eng-spa + fr-es: the default en->fr route; spa-ita, eng-cat, fra-cat: the pivot-chain routes the tests run
+APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es apertium-spa-ita apertium-eng-cat apertium-fra-cat
 
 .PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-m30k-val bench-features bench-scale clean
 
@@ -27,7 +28,7 @@ setup: $(VENV)/.installed apt
 # Debian packages for the offline MT backend; installed when we can (root or sudo), else we stop
 # with the exact command to run.
 apt:
-	@if command -v apertium >/dev/null && apertium -l 2>/dev/null | grep -q 'es-fr' && apertium -l 2>/dev/null | grep -q 'eng-spa'; then \
+	@if command -v apertium >/dev/null && [ "$$(apertium -l 2>/dev/null | grep -cE '^ *(es-fr|eng-spa|spa-ita|eng-cat|fra-cat) *$$')" = 5 ]; then \
 		echo "apertium: ok"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
