@@ -12,6 +12,7 @@ the ``concat`` backend add ``blocks`` there (each part's encoder, dimension and 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +103,14 @@ class Features:
         )
 
 
-def _to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A ``fixed_size_list<float32>[D]`` column as an (n, D) float32 array."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     dim = arr.type.list_size
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
 
 
-def read_rows(path: str | Path, key: str, ids, columns: list[str] | None = None) -> pa.Table:
+def read_rows(path: str | Path, key: str, ids: Iterable[str], columns: list[str] | None = None) -> pa.Table:
     """The rows of the Parquet table ``path`` whose ``key`` is in ``ids`` (file order), read batch by
     batch through a small buffer and filtered as they come.
 
@@ -174,16 +176,16 @@ def read_features(path: str | Path, with_tokens: bool = True) -> Features:
     key = "image_id" if "image_id" in schema.names else "caption_id"
     columns = [key, "pooled"] + (["tokens"] if with_tokens and "tokens" in schema.names else [])
     table = pq.read_table(path, columns=columns)
-    feats = Features(ids=table.column(key).to_pylist(), pooled=_to_matrix(table.column("pooled")),
+    feats = Features(ids=table.column(key).to_pylist(), pooled=to_matrix(table.column("pooled")),
                      meta=encoder_meta(schema))
     if "tokens" in columns:
         tok = table.column("tokens").combine_chunks()
         if pa.types.is_fixed_size_list(tok.type):  # image grid (n, T, D)
             n, t = len(tok), tok.type.list_size
-            inner = _to_matrix(tok.flatten())
+            inner = to_matrix(tok.flatten())
             feats.tokens = inner.reshape(n, t, inner.shape[1])
         else:  # ragged text tokens
-            inner = _to_matrix(tok.flatten())
+            inner = to_matrix(tok.flatten())
             offsets = tok.offsets.to_numpy()
             feats.token_list = [inner[offsets[i] : offsets[i + 1]] for i in range(len(tok))]
     return feats

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ccr.data.tables import TableError, validate_captions, validate_images
-from ccr.features.store import Features, read_fixed_rows, read_rows
+from ccr.features.store import Features, read_fixed_rows, read_rows, to_matrix
 from ccr.io import input_fingerprints
 
 log = logging.getLogger("ccr.train")
@@ -176,37 +176,26 @@ class SplitData:
     has_mt: bool = False
 
 
-def _row_order(table: pa.Table, key: str, ids: list[str], path: Path, what: str,
-               allow_missing: bool = False) -> tuple[list[str], np.ndarray]:
-    """``ids`` (without those the table lacks, if ``allow_missing``) and their row numbers in ``table``."""
-    row_of = {k: i for i, k in enumerate(table.column(key).to_pylist())}
+def _no_features(path: Path, what: str, missing: list[str]) -> KeyError:
+    return KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
+
+
+def _ragged_rows(path: Path, ids: list[str], max_len: int, what: str,
+                 allow_missing: bool = False) -> tuple[list[str], np.ndarray, TokenRows]:
+    """``ids`` (without those the table lacks, if ``allow_missing``), their pooled vectors and their
+    word tokens, from the text feature table ``path`` (columns checked by the caller)."""
+    table = read_rows(path, "caption_id", ids, ["caption_id", "pooled", "tokens"])
+    row_of = {k: i for i, k in enumerate(table.column("caption_id").to_pylist())}
     if allow_missing:
         ids = [i for i in ids if i in row_of]
     missing = [i for i in ids if i not in row_of]
     if missing:
-        raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
-    return list(ids), np.array([row_of[i] for i in ids], dtype=np.int64)
-
-
-def _fixed_rows(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
-    """``rows`` of a fixed-size list column (vectors (n, D), or grids of them (n, T, D)) as float32,
-    gathered chunk by chunk, a block at a time, straight into the result: the only copy made."""
-    shape, value_type = [], column.type
-    while pa.types.is_fixed_size_list(value_type):
-        shape.append(value_type.list_size)
-        value_type = value_type.value_type
-    out = np.empty((len(rows), *shape), np.float32)
-    chunk_of = np.zeros(column.num_chunks + 1, np.int64)
-    chunk_of[1:] = np.cumsum([len(c) for c in column.chunks])
-    which = np.searchsorted(chunk_of, rows, side="right") - 1
-    for c, chunk in enumerate(column.chunks):
-        values = chunk
-        for _ in shape:
-            values = values.flatten()
-        values = values.to_numpy(zero_copy_only=False).reshape(len(chunk), *shape)
-        for block in _blocks_of(np.nonzero(which == c)[0], 1024):
-            out[block] = values[rows[block] - chunk_of[c]]
-    return out
+        raise _no_features(path, what, missing)
+    rows = np.array([row_of[i] for i in ids], dtype=np.int64)
+    pooled, tokens = to_matrix(table.column("pooled"))[rows], token_rows(table.column("tokens"), rows, max_len, str(path))
+    del table
+    pa.default_memory_pool().release_unused()  # the Arrow pages read are free again: give them back
+    return list(ids), pooled, tokens
 
 
 def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what: str,
@@ -227,23 +216,18 @@ def read_feature_rows(path: Path | str, ids: list[str], with_tokens: bool, what:
     columns = [key, "pooled"] + (["tokens"] if with_tokens else [])
     if not ids:
         return Features(ids=[], pooled=np.zeros((0, schema.field("pooled").type.list_size), np.float32))
-    if not with_tokens or pa.types.is_fixed_size_list(schema.field("tokens").type):  # vectors, image grids
-        found, arrays = read_fixed_rows(path, key, ids, columns[1:])
-        if not found.all():
-            missing = [i for i, ok in zip(ids, found, strict=True) if not ok]
-            if not allow_missing:
-                raise KeyError(f"{path} ({what}): {len(missing)} id(s) have no features, e.g. {missing[:3]}")
-            ids = [i for i, ok in zip(ids, found, strict=True) if ok]
-            arrays = {c: a[found] for c, a in arrays.items()}
-        return Features(ids=list(ids), pooled=arrays["pooled"], tokens=arrays.get("tokens"))
-    table = read_rows(path, key, ids, columns)  # ragged text tokens, every one kept
-    ids, rows = _row_order(table, key, ids, path, what, allow_missing)
-    ragged = token_rows(table.column("tokens"), rows, np.iinfo(np.int64).max, str(path))
-    feats = Features(ids=ids, pooled=_fixed_rows(table.column("pooled"), rows),
-                     token_list=[ragged.flat[a:b] for a, b in zip(ragged.offsets[:-1], ragged.offsets[1:], strict=True)])
-    del table
-    pa.default_memory_pool().release_unused()  # the Arrow pages read are free again: give them back
-    return feats
+    if with_tokens and not pa.types.is_fixed_size_list(schema.field("tokens").type):  # ragged text tokens
+        ids, pooled, ragged = _ragged_rows(path, ids, np.iinfo(np.int64).max, what, allow_missing)
+        return Features(ids=ids, pooled=pooled, token_list=[ragged.flat[a:b] for a, b in
+                                                            zip(ragged.offsets[:-1], ragged.offsets[1:], strict=True)])
+    found, arrays = read_fixed_rows(path, key, ids, columns[1:])  # vectors, image grids
+    if not found.all():
+        missing = [i for i, ok in zip(ids, found, strict=True) if not ok]
+        if not allow_missing:
+            raise _no_features(path, what, missing)
+        ids = [i for i, ok in zip(ids, found, strict=True) if ok]
+        arrays = {c: a[found] for c, a in arrays.items()}
+    return Features(ids=list(ids), pooled=arrays["pooled"], tokens=arrays.get("tokens"))
 
 
 def read_text_token_rows(path: Path | str, ids: list[str], max_len: int, what: str) -> tuple[np.ndarray, TokenRows]:
@@ -257,11 +241,7 @@ def read_text_token_rows(path: Path | str, ids: list[str], max_len: int, what: s
         raise TableError(f"{path}: not a text feature table (needs 'caption_id' and 'pooled')")
     if "tokens" not in names:
         raise TableError(f"{path}: field 'tokens' is missing but {what} needs token features")
-    table = read_rows(path, "caption_id", ids, ["caption_id", "pooled", "tokens"])
-    _, rows = _row_order(table, "caption_id", ids, path, what)
-    pooled, tokens = _fixed_rows(table.column("pooled"), rows), token_rows(table.column("tokens"), rows, max_len, str(path))
-    del table
-    pa.default_memory_pool().release_unused()
+    _, pooled, tokens = _ragged_rows(path, ids, max_len, what)
     return pooled, tokens
 
 
