@@ -115,8 +115,8 @@ def read_rows(path: str | Path, key: str, ids: Iterable[str], columns: list[str]
     batch through a small buffer and filtered as they come.
 
     Why not ``pq.read_table(filters=...)``: it decodes a whole row group before filtering, and a feature
-    table is one row group, so keeping M30K-F8K's 37,416 training captions' word tokens (1.6 GB) took
-    7.7 GB of peak memory that way; streamed, 2.4 GB.
+    table is one row group, so a training job held the whole column of every table it read at once
+    (bench/load_memory.py: a full student's loading peaked at 13.7 GB that way, 6.5 GB now).
     """
     wanted = pa.array(sorted(set(ids)), pa.string())
     parquet = pq.ParquetFile(path, buffer_size=1 << 23, pre_buffer=False)
