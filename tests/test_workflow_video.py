@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_workflow import make_workdir, snakemake
+from workflow_run import planned_jobs
 
 from ccr.features.store import fixed_list
 
@@ -79,3 +80,13 @@ def test_video_frame_features_run_through_the_workflow(tmp_path):
         row = rows[system]
         # 16 test clips (16 distinct colour x action): chance mR ~ (1/16+5/16+10/16)/3 = 33%
         assert row["n_images"] == 16 and row["mr"] > 50.0, row
+
+    # The source data copied again (same bytes, new mtimes) plans nothing; an edit in place reruns the data
+    # table and what follows from it.
+    manifest = data / "manifest.csv"
+    content = manifest.read_bytes()
+    manifest.unlink()
+    manifest.write_bytes(content)
+    assert planned_jobs(workdir) == set()
+    manifest.write_bytes(content.replace(b"a person in", b"a person dressed in", 1))
+    assert {"prepare_dataset", "train_student", "evaluate"} <= planned_jobs(workdir)

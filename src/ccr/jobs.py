@@ -47,6 +47,15 @@ def job_resource(resources: Mapping[str, Any], rule: str, key: str, spec: Mappin
     return value
 
 
+def configured_threads(config: Mapping[str, Any], rule: str) -> int:
+    """The threads the config gives ``rule`` (``resources.stages.<rule>.threads``, else
+    ``resources.threads``): a job's script sets its torch / encoder thread count from this, not from the
+    job's ``threads``, which Snakemake lowers to ``--cores``. Sums split over another number of threads
+    round differently, so the same config would otherwise give other features and models under
+    ``--cores 1``."""
+    return int(job_resource(config["resources"], rule, "threads"))
+
+
 def conda_env(family: str, spec: Mapping[str, Any] | None = None, gpus: int = 0) -> str:
     """The rule's conda env file (relative to workflow/rules/): its family's CPU env, or the GPU variant
     when the job runs on a GPU; ``vllm`` has an env of its own, pinned to what vllm requires."""

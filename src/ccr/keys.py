@@ -7,14 +7,17 @@ writes into its output's metadata always agree.
 * :func:`canonical` orders every mapping by key, so the order of keys in a config never matters.
 * :func:`stable_hash` is a short SHA-1 of the canonical JSON of a value.
 * :func:`encoder_key` names a feature cache from its backend and the settings that change numbers.
+* :func:`content_stamp` stands for the content of outside files (a dataset's source data).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 # Settings that change speed or placement but not the numbers a backend produces: left out of keys.
@@ -67,3 +70,40 @@ def encoder_key(backend: str, params: Mapping[str, Any] | None) -> str:
     reuses the cached features.
     """
     return backend_key(backend, params)
+
+
+def content_stamp(paths: Iterable[str], cache: str | os.PathLike | None = None) -> str:
+    """A short hash of the SHA-256 of every file under ``paths`` (files, or folders walked in name order),
+    each named by its path as given: the same data gives the same stamp wherever it was copied from and
+    whatever its mtimes, and an edit anywhere gives another.
+
+    ``cache``: a JSON file of digests by (path, size, mtime, inode), so a file is read again only when
+    one of those changed; a missing or unreadable cache is rebuilt. Written atomically; two processes
+    that write it at once lose nothing but the other's new entries.
+    """
+    try:
+        known = json.loads(Path(cache).read_text()) if cache else {}
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    entries, seen = [], {}
+    for root in paths:
+        files = [Path(root)] if os.path.isfile(root) else sorted(p for p in Path(root).rglob("*") if p.is_file())
+        for path in files:
+            st = path.stat()
+            signature = [st.st_size, st.st_mtime_ns, st.st_ino]
+            cached = known.get(str(path))
+            if isinstance(cached, list) and len(cached) == 2 and cached[0] == signature:
+                digest = cached[1]
+            else:
+                with open(path, "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            seen[str(path)] = [signature, digest]
+            entries.append([str(path), digest])
+    if cache and seen != {k: known.get(k) for k in seen}:
+        cache = Path(cache)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, **seen}))
+        tmp.replace(cache)
+    return stable_hash(entries)

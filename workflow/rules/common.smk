@@ -26,7 +26,7 @@ if SRC_DIR.is_dir():
     os.environ.setdefault("CCR_SOURCE", str(SRC_DIR.parent))
 
 from ccr import jobs
-from ccr.keys import backend_key, canonical, encoder_key, stable_hash
+from ccr.keys import backend_key, canonical, content_stamp, encoder_key, stable_hash
 from ccr.params import (
     QuerybankParams,
     resolve_student_params,
@@ -166,10 +166,11 @@ NO_MT = "no-mt"
 
 
 def source_stamp() -> str:
-    """Size and mtime of every file that a path-valued dataset param names: a cheap trigger that
-    reruns prepare_dataset when the source data changes in place (the stage then fingerprints the
-    content itself)."""
-    entries = []
+    """The content of every file that a path-valued dataset param names (ccr.keys.content_stamp): reruns
+    prepare_dataset when the source data changes in place, and only then; a fresh copy of the same
+    data (new mtimes) plans nothing. Digests are cached under .snakemake/ by size, mtime and inode.
+    """
+    paths = []
 
     def visit(value):
         if isinstance(value, dict):
@@ -179,17 +180,12 @@ def source_stamp() -> str:
             for v in value:
                 visit(v)
         elif isinstance(value, str) and os.path.exists(value):
-            paths = (
-                [Path(value)]
-                if os.path.isfile(value)
-                else sorted(p for p in Path(value).rglob("*") if p.is_file())
-            )
-            for p in paths:
-                st = p.stat()
-                entries.append([str(p), st.st_size, st.st_mtime_ns])
+            paths.append(value)
 
     visit(config["dataset"]["params"])
-    return stable_hash(entries)
+    return content_stamp(
+        paths, cache=Path(".snakemake") / "ccr" / "source-digests.json"
+    )
 
 
 wildcard_constraints:

@@ -2,6 +2,7 @@
 
 from ccr.features import embed_images
 from ccr.io import parse_part, setup_logging
+from ccr.jobs import configured_threads
 
 
 def main(snakemake) -> None:
@@ -13,7 +14,7 @@ def main(snakemake) -> None:
         params=dict(spec["params"]),
         out_path=snakemake.output[0],
         shard_size=spec.get("shard_size", 64),
-        hints={"threads": snakemake.threads},
+        hints={"threads": configured_threads(snakemake.config, snakemake.rule)},
         part=parse_part(snakemake.params.part),
     )
 

@@ -2,6 +2,7 @@
 
 from ccr.features import embed_texts
 from ccr.io import parse_part, setup_logging
+from ccr.jobs import configured_threads
 
 
 def main(snakemake) -> None:
@@ -14,7 +15,7 @@ def main(snakemake) -> None:
         out_path=snakemake.output[0],
         with_tokens=spec["with_tokens"],
         shard_size=spec.get("shard_size", 256),
-        hints={"threads": snakemake.threads},
+        hints={"threads": configured_threads(snakemake.config, snakemake.rule)},
         part=parse_part(snakemake.params.part),
         skip_unused_human=True,
         query_langs=snakemake.params.query_langs,
