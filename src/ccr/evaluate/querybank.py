@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from ccr.data.tables import read_captions, read_images
 from ccr.evaluate.metrics import unit_rows
-from ccr.evaluate.run import embed_in_batches, read_image_embeddings, write_image_embeddings
+from ccr.evaluate.run import IMAGE_BATCH, TEXT_BATCH, embed_in_batches, read_image_embeddings, write_image_embeddings
 from ccr.params import QuerybankParams
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,15 @@ class QuerybankNormalised:
 
     def text_bank(self) -> np.ndarray | None:
         if self._text_bank is None and self.text_bank_ids:
-            self._text_bank = embed_in_batches(self.retriever.embed_texts, self.text_bank_ids, "querybank texts")
+            self._text_bank = embed_in_batches(self.retriever.embed_texts, self.text_bank_ids, "querybank texts",
+                                               TEXT_BATCH)
             log.info("querybank: %d training texts embedded, beta %.3g", len(self.text_bank_ids), self.beta)
         return self._text_bank
 
     def image_bank(self) -> np.ndarray | None:
         if self._image_bank is None and self.image_bank_ids:
-            self._image_bank = embed_in_batches(self.retriever.embed_images, self.image_bank_ids, "querybank images")
+            self._image_bank = embed_in_batches(self.retriever.embed_images, self.image_bank_ids, "querybank images",
+                                                IMAGE_BATCH)
             log.info("querybank: %d training images embedded, beta %.3g", len(self.image_bank_ids), self.beta)
         return self._image_bank
 

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 
 N_EXAMPLES = 20
 TOP_K_EXAMPLES = 5
-EMBED_BATCH = 1024
+# Ids per call of a retriever. A student's embed_* call streams its feature table once whatever the number
+# of ids (a feature table is one row group), so calls are as large as memory allows: a 20,000-text
+# querybank bank read its tables 20 times at 1,024 ids per call. Multiples of the students' 512-row forward
+# batches, so the rows are grouped, and the embeddings come out, as at any other multiple.
+TEXT_BATCH = 32768  # pooled text rows: 32,768 x 896 float32 is 117 MB
+IMAGE_BATCH = 2048  # with 7x7 grid tokens: 2,048 x 49 x 1,280 float32 is 514 MB (the student's read chunk)
 
 
 class Retriever(Protocol):
@@ -34,11 +39,12 @@ class Retriever(Protocol):
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
 
 
-def embed_in_batches(fn, ids: list[str], what: str) -> np.ndarray:
-    """Call ``fn`` in batches (progress logged) and check every batch is a finite (len(batch), D) array."""
+def embed_in_batches(fn, ids: list[str], what: str, batch: int) -> np.ndarray:
+    """Call ``fn`` on ``batch`` ids at a time (progress logged) and check every batch is a finite
+    (len(batch), D) array."""
     progress = Progress(len(ids), f"embed {what}")
     parts: list[np.ndarray] = []
-    for chunk in batched(ids, EMBED_BATCH):
+    for chunk in batched(ids, batch):
         emb = np.asarray(fn(list(chunk)))
         if emb.ndim != 2 or emb.shape[0] != len(chunk):
             raise ValueError(f"{what}: retriever returned shape {emb.shape} for {len(chunk)} ids; expected ({len(chunk)}, D)")
@@ -72,7 +78,7 @@ def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike
 def write_image_embeddings(retriever: Retriever, image_ids: list[str], what: str, out_path: str | os.PathLike,
                            fingerprint_: str | None = None) -> pa.Table:
     """``image_ids`` embedded by ``retriever`` -> ``out_path`` (image_id, embedding), written atomically."""
-    emb = embed_in_batches(retriever.embed_images, image_ids, what)
+    emb = embed_in_batches(retriever.embed_images, image_ids, what, IMAGE_BATCH)
     table = pa.table({"image_id": pa.array(image_ids, pa.string()), "embedding": fixed_list(emb)})
     if fingerprint_:
         table = stamp(table, fingerprint_)
@@ -199,10 +205,10 @@ def evaluate(
 
     log.info("evaluate %s: %d queries, %d gallery images", lang, len(caption_ids), len(image_ids))
     if gallery is None:
-        gallery = embed_in_batches(retriever.embed_images, image_ids, f"{split} images")
+        gallery = embed_in_batches(retriever.embed_images, image_ids, f"{split} images", IMAGE_BATCH)
     else:
         gallery = read_gallery(gallery, image_ids)
-    query = embed_in_batches(retriever.embed_texts, caption_ids, f"{split} captions ({lang})")
+    query = embed_in_batches(retriever.embed_texts, caption_ids, f"{split} captions ({lang})", TEXT_BATCH)
     if gallery.shape[1] != query.shape[1]:
         raise ValueError(f"image embeddings have dim {gallery.shape[1]} but text embeddings dim {query.shape[1]}")
 
