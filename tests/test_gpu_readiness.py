@@ -104,7 +104,8 @@ def test_stage_script_does_not_rerun_under_spawn(tmp_path):
 
         snakemake = SimpleNamespace(
             log=[{str(tmp_path / "job.log")!r}], input=Named(images={str(tmp_path / "images.parquet")!r}),
-            output=[{str(tmp_path / "out.parquet")!r}], threads=1,
+            output=[{str(tmp_path / "out.parquet")!r}], threads=1, rule="describe_images",
+            config={{"resources": {{"threads": 1}}}},
             params=SimpleNamespace(spec={{"backend": "spawning", "params": {{}}}}, part=""),
         )
     ''')
