@@ -43,6 +43,30 @@ def test_gpu_backends_ask_for_a_gpu_and_cpu_backends_do_not(tmp_path):
     assert not re.search(r"\bgpu=[1-9]", jobs["describe_images"])
 
 
+def test_every_rule_takes_its_memory_and_minutes_from_resources_stages(tmp_path):
+    """resources.stages.<rule>.mem_mb / runtime reach the light rules too (they were fixed numbers, and
+    the schema accepted the keys): each planned job of a rule shows its own override."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    rules = schema["properties"]["resources"]["properties"]["stages"]["propertyNames"]["enum"]
+    config = tiny_config()
+    config["scatter"] = {"translate": 2, "describe": 2, "embed_images": 2, "embed_texts": 2}
+    config["mt_quality"] = {"fr": {"source": "x.en", "reference": "x.fr"}}
+    config["resources"]["stages"] = {rule: {"mem_mb": 1000 + i, "runtime": 10 + i} for i, rule in enumerate(rules)}
+    workdir = make_workdir(tmp_path / "wd", config)
+    for name in ("x.en", "x.fr"):
+        (workdir / name).write_text("a dog\n")
+    jobs = _job_blocks(snakemake(workdir, "--dry-run").stdout)
+    planned = [rule for rule in rules if rule in jobs]
+    assert {"prepare_dataset", "gather_descriptions", "gather_image_features", "gather_text_features",
+            "gather_translations", "embed_gallery", "evaluate", "report", "mt_quality", "train_student"} <= set(planned)
+    for i, rule in enumerate(rules):
+        if rule in jobs:
+            assert re.search(rf"resources:.*\bmem_mb={1000 + i}\b", jobs[rule]), (rule, jobs[rule])
+            assert re.search(rf"resources:.*\bruntime={10 + i}\b", jobs[rule]), (rule, jobs[rule])
+
+
 def test_gpu_backends_choose_their_gpu_envs():
     """The rules' env functions pick the GPU variant (vllm: its own env) by backend."""
     from ccr.jobs import conda_env

@@ -23,6 +23,10 @@ from workflow_run import CCR, digests, make_workdir, planned_jobs, snakemake, ti
     (lambda c: c["describe"]["params"].update(veiws=3), r"'veiws' was unexpected"),
     (lambda c: c["train"]["teacher"].update(epochs=0), r"0 is less than the minimum of 1"),
     (lambda c: c["train"]["student"].update(embed_dim=30, attn_heads=4), r"'embed_dim' \(30\) must be divisible"),
+    (lambda c: c["resources"].update(stages={"evaluate": {"threads": 4}}),
+     r"resources.stages.evaluate.threads: evaluate does not take a threads setting"),
+    (lambda c: c["resources"].update(stages={"embed_gallery": {"gpu": 1}}),
+     r"resources.stages.embed_gallery.gpu: embed_gallery does not take a gpu setting"),
 ])
 def test_config_errors_are_refused_before_the_first_job(tmp_path, edit, message):
     config = tiny_config()

@@ -72,6 +72,35 @@ for _system, _entry in SYSTEMS.items():
 RES = config["resources"]
 RUN_NAME = config["run_name"]
 
+# A resources.stages entry that its job would not read is refused, not ignored. threads: only where
+# the job's thread count is the config's (the others run on one thread); gpu: only where a backend may
+# run on one (a gallery and an image bank follow resources.stages.evaluate.gpu).
+STAGE_KEY_RULES = {
+    "threads": {
+        "describe_images",
+        "embed_images",
+        "embed_texts",
+        "train_teacher",
+        "train_student",
+    },
+    "gpu": {
+        "describe_images",
+        "embed_images",
+        "embed_texts",
+        "translate_captions",
+        "train_teacher",
+        "train_student",
+        "evaluate",
+    },
+}
+for _stage, _override in RES["stages"].items():
+    for _key, _taking in STAGE_KEY_RULES.items():
+        if _key in _override and _stage not in _taking:
+            raise ValueError(
+                f"config resources.stages.{_stage}.{_key}: {_stage} does not take a {_key} setting "
+                f"(those that do: {', '.join(sorted(_taking))})"
+            )
+
 # How the heavy stages are cut into jobs: each part is its own job, gathered into the same table as
 # an unscattered run (tested byte for byte), so like resources it is not part of the config hash.
 PARTS = config["scatter"]
@@ -616,6 +645,11 @@ def part_of(wildcards) -> str:
 
 
 # ---- resources ---------------------------------------------------------------------------------
+
+
+# minutes asked by the light rules (gathers, galleries, evaluations, the report) unless
+# resources.stages.<rule>.runtime says otherwise; resources.runtime is the heavy jobs'
+LIGHT_JOB_MINUTES = 120
 
 
 def job_resource(rule: str, key: str, spec: dict | None = None, default=None):

@@ -13,7 +13,8 @@ rule prepare_dataset:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("prepare_dataset", "mem_mb", default=4000),
+        runtime=job_resource("prepare_dataset", "runtime", default=LIGHT_JOB_MINUTES),
     params:
         source=config["dataset"]["source"],
         dataset_params=DATASET_SPEC["params"],

@@ -40,6 +40,9 @@ if PARTS["describe"] > 1:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=4000,
+            mem_mb=job_resource("gather_descriptions", "mem_mb", default=4000),
+            runtime=job_resource(
+                "gather_descriptions", "runtime", default=LIGHT_JOB_MINUTES
+            ),
         script:
             "../scripts/gather_parts.py"

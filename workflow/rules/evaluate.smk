@@ -18,7 +18,8 @@ rule embed_gallery:
         conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("embed_gallery", "mem_mb", default=4000),
+        runtime=job_resource("embed_gallery", "runtime", default=LIGHT_JOB_MINUTES),
         gpu=job_resource("evaluate", "gpu"),
     params:
         spec=gallery_params,
@@ -39,7 +40,8 @@ rule embed_image_bank:
         conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("embed_image_bank", "mem_mb", default=4000),
+        runtime=job_resource("embed_image_bank", "runtime", default=LIGHT_JOB_MINUTES),
         gpu=job_resource("evaluate", "gpu"),
     params:
         spec=gallery_params,
@@ -62,7 +64,8 @@ rule evaluate:
         conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("evaluate", "mem_mb", default=4000),
+        runtime=job_resource("evaluate", "runtime", default=LIGHT_JOB_MINUTES),
         gpu=job_resource("evaluate", "gpu"),
     params:
         spec=evaluate_params,

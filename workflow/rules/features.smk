@@ -64,7 +64,10 @@ if PARTS["embed_images"] > 1:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=RES["mem_mb"],
+            mem_mb=job_resource("gather_image_features", "mem_mb"),
+            runtime=job_resource(
+                "gather_image_features", "runtime", default=LIGHT_JOB_MINUTES
+            ),
         script:
             "../scripts/gather_parts.py"
 
@@ -85,6 +88,9 @@ if PARTS["embed_texts"] > 1:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=RES["mem_mb"],
+            mem_mb=job_resource("gather_text_features", "mem_mb"),
+            runtime=job_resource(
+                "gather_text_features", "runtime", default=LIGHT_JOB_MINUTES
+            ),
         script:
             "../scripts/gather_parts.py"

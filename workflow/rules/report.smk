@@ -45,7 +45,8 @@ rule report:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=job_resource("report", "mem_mb", default=2000),
+        runtime=job_resource("report", "runtime", default=LIGHT_JOB_MINUTES),
     params:
         runs=run_table(),
         tags=report_tags(),

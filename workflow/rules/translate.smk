@@ -40,7 +40,10 @@ if PARTS["translate"] > 1:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=4000,
+            mem_mb=job_resource("gather_translations", "mem_mb", default=4000),
+            runtime=job_resource(
+                "gather_translations", "runtime", default=LIGHT_JOB_MINUTES
+            ),
         script:
             "../scripts/gather_parts.py"
 
@@ -59,7 +62,8 @@ rule mt_quality:
         "../envs/translate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("mt_quality", "mem_mb", default=4000),
+        runtime=job_resource("mt_quality", "runtime", default=LIGHT_JOB_MINUTES),
     params:
         spec=lambda wc: translate_spec(wc.lang),
         code=lambda wc: language_code(wc.lang),
@@ -80,7 +84,10 @@ rule combine_translations:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("combine_translations", "mem_mb", default=4000),
+        runtime=job_resource(
+            "combine_translations", "runtime", default=LIGHT_JOB_MINUTES
+        ),
     script:
         "../scripts/combine_translations.py"
 
@@ -99,7 +106,10 @@ rule back_translate_captions:
         "../envs/translate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("back_translate_captions", "mem_mb", default=4000),
+        runtime=job_resource(
+            "back_translate_captions", "runtime", default=LIGHT_JOB_MINUTES
+        ),
     params:
         spec=backtranslate_params,
     script:
@@ -119,6 +129,9 @@ rule combine_backtranslations:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_resource("combine_backtranslations", "mem_mb", default=4000),
+        runtime=job_resource(
+            "combine_backtranslations", "runtime", default=LIGHT_JOB_MINUTES
+        ),
     script:
         "../scripts/combine_translations.py"
