@@ -30,7 +30,7 @@ TOP_K_EXAMPLES = 5
 # querybank bank read its tables 20 times at 1,024 ids per call. Multiples of the students' 512-row forward
 # batches, so the rows are grouped, and the embeddings come out, as at any other multiple.
 TEXT_BATCH = 32768  # pooled text rows: 32,768 x 896 float32 is 117 MB
-IMAGE_BATCH = 2048  # with 7x7 grid tokens: 2,048 x 49 x 1,280 float32 is 514 MB (the student's read chunk)
+IMAGE_BATCH = 2048  # with 7x7 grid tokens: 2,048 x 49 x 1,280 float32 is 514 MB (also a student's read chunk)
 
 
 class Retriever(Protocol):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ccr.evaluate.metrics import l2_normalise
+from ccr.evaluate.run import IMAGE_BATCH
 from ccr.models.factory import embedding_dim, load_student, pick_device
 from ccr.models.fusion import embed_image_arrays, embed_text_arrays
 from ccr.params import resolve_student_params
@@ -94,7 +95,6 @@ class StudentRetriever:
         if inputs.image_features is None:
             raise ValueError("TrainInputs.image_features is None: a trained student needs image features")
         self.has_tokens = "tokens" in pq.read_schema(inputs.image_features).names
-        self.read_chunk = 2048
         log.info("loaded student %s (epoch %d, val mR %.2f, slot fusion %.2f)", ckpt_path, ckpt["epoch"],
                  ckpt["val_mr"], self.beta)
 
@@ -102,8 +102,9 @@ class StudentRetriever:
         ids = list(image_ids)
         p = self.params
         out = [np.zeros((0, self.dim), np.float32)]
-        for start in range(0, len(ids), self.read_chunk):  # bounded memory: grid tokens are large
-            chunk = ids[start: start + self.read_chunk]
+        # bounded memory: grid tokens are large (the evaluation's calls are this size already)
+        for start in range(0, len(ids), IMAGE_BATCH):
+            chunk = ids[start: start + IMAGE_BATCH]
             feats = read_feature_rows(self.inputs.image_features, chunk, self.has_tokens, "image features")
             desc = mask = None
             if p.use_slots:
