@@ -81,6 +81,7 @@ bench-m30k-val: setup
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-seeds.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-querybank.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-centering.yaml
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py

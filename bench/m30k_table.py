@@ -10,8 +10,9 @@ describer, side by side for zero-shot and full), and writes
 * ``examples.html``: the top-5 retrievals of 20 test queries per query set for one system.
 
 With ``--val``, also the val sweep of config/m30k-f8k-val.yaml (one seed, 242 images) that chose the
-settings, the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml) and the
-querybank normalisation's (config/m30k-f8k-val-querybank.yaml).
+settings, the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml), the
+querybank normalisation's (config/m30k-f8k-val-querybank.yaml) and language centering's
+(config/m30k-f8k-val-centering.yaml).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from ccr.report.html import Thumbnails, examples_fragment, page
 from ccr.report.tables import display_rows, fetch_arrow, format_mean_std, metric_columns, to_markdown
 
 QUERY_SETS = ("fr", "de", "cs", "de-task2")
+# the three-seed val checks after the sweep: (run name, heading)
+VAL_CHECKS = (
+    ("val-seeds", "Three seeds on val: the sweep's choice against its baseline, and leads"),
+    ("val-querybank", "Querybank normalisation on val, three seeds"),
+    ("val-centering", "Language centering on val, three seeds"),
+)
 
 
 def newest(root: Path, run_name: str) -> Path | None:
@@ -110,16 +117,11 @@ def main() -> None:
             lines += ["## The val sweep that chose the settings (config/m30k-f8k-val.yaml)", "",
                       "242 val images (chance mR about 2.2), one seed, human val captions as queries.", "",
                       to_markdown(vheader, vbody), ""]
-        seeds_report = newest(root, "val-seeds")
-        if seeds_report is not None:
-            sheader, sbody, _ = summary(load_rows([seeds_report]), "val")
-            lines += ["## Three seeds on val: the sweep's choice against its baseline, and leads (config/m30k-f8k-val-seeds.yaml)", "",
-                      to_markdown(sheader, sbody), ""]
-        qb_report = newest(root, "val-querybank")
-        if qb_report is not None:
-            qheader, qbody, _ = summary(load_rows([qb_report]), "val")
-            lines += ["## Querybank normalisation on val, three seeds (config/m30k-f8k-val-querybank.yaml)", "",
-                      to_markdown(qheader, qbody), ""]
+        for run_name, title in VAL_CHECKS:
+            report = newest(root, run_name)
+            if report is not None:
+                header, body, _ = summary(load_rows([report]), "val")
+                lines += [f"## {title} (config/m30k-f8k-{run_name}.yaml)", "", to_markdown(header, body), ""]
     mt_files = sorted(p for r in reports for p in r.glob("mt_quality.*.json"))
     if mt_files:
         lines += ["## Machine translation quality (Multi30K test_2016, en -> target)", "",

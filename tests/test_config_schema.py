@@ -34,6 +34,14 @@ def test_querybank_schema_matches_the_dataclass():
     assert set(DEFS["querybank_params"]["properties"]) == {f.name for f in dataclasses.fields(QuerybankParams)}
 
 
+def test_centering_schema_matches_the_dataclass():
+    import dataclasses
+
+    from ccr.params import CenteringParams
+
+    assert set(DEFS["centering_params"]["properties"]) == {f.name for f in dataclasses.fields(CenteringParams)}
+
+
 def _registries() -> dict[str, tuple[str, object]]:
     from ccr.data.prepare import DATASETS
     from ccr.describe import DESCRIBERS
@@ -133,6 +141,10 @@ def _tiny() -> dict:
     (lambda c: c.setdefault("evaluate", {}).update(querybank={"texts": 100, "beta": 0}), "less than or equal to the minimum of 0"),
     (lambda c: c.setdefault("evaluate", {}).update(querybank={"sise": 100}), "sise"),
     (lambda c: c["systems"].update(qb={"preset": "full", "querybank": {"images": -1}}), "-1 is less than the minimum of 0"),
+    (lambda c: c.setdefault("evaluate", {}).update(centering={"alpah": 1}), "alpah"),
+    (lambda c: c["systems"].update(c={"preset": "full", "languages": {"fr": {"centering": {"alpha": 3}}}}),
+     "3 is greater than the maximum of 2"),
+    (lambda c: c["dataset"]["params"].update(reference_splits=["train"]), "'train' is not one of"),
 ])
 def test_config_errors_are_refused_naming_the_key(edit, message):
     config = _tiny()

@@ -87,6 +87,17 @@ def test_german_only_when_asked(tmp_path):
     assert fr(captions) == fr(fr_only)
 
 
+def test_val_references_when_asked_leave_the_test_ones_as_they_were(tmp_path):
+    _, both = synthetic.build(tmp_path, seed=1, n_train=2, n_val=2, n_test=3, image_size=32,
+                              reference_splits=["val", "test"])
+    _, test_only = synthetic.build(tmp_path / "b", seed=1, n_train=2, n_val=2, n_test=3, image_size=32)
+    fr = lambda t, split: [(r["caption_id"], r["text"]) for r in t.to_pylist()  # noqa: E731
+                           if r["lang"] == "fr" and r["split"] == split]
+    assert len(fr(both, "val")) == 2 and not fr(test_only, "val")
+    assert fr(both, "test") == fr(test_only, "test")
+    assert not [r for r in both.to_pylist() if r["lang"] == "fr" and r["split"] == "train"]
+
+
 def test_bad_params(tmp_path):
     with pytest.raises(ValueError, match="target_langs.*supported"):
         synthetic.build(tmp_path, seed=0, n_train=1, n_val=0, n_test=1, target_langs=("cs",))
@@ -94,6 +105,8 @@ def test_bad_params(tmp_path):
         synthetic.build(tmp_path, seed=0, n_train=-1)
     with pytest.raises(ValueError, match="captions_per_image"):
         synthetic.build(tmp_path, seed=0, n_train=1, captions_per_image=0)
+    with pytest.raises(ValueError, match="reference_splits"):
+        synthetic.build(tmp_path, seed=0, n_train=1, reference_splits=["train"])
 
 
 def test_scenes_are_unique_at_default_size():

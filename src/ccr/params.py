@@ -203,6 +203,35 @@ class QuerybankParams:
         return self.texts > 0 or self.images > 0
 
 
+@dataclass(frozen=True)
+class CenteringParams:
+    """Language centering at evaluation (``evaluate.centering``, a system's own ``centering``, or one of its
+    query sets'): the query set's raw text features moved toward English by ``alpha`` times the
+    difference of the two languages' mean vectors, per encoder block (ccr.evaluate.centering); 0 is off.
+
+    An evaluation setting like the querybank: it changes no training and no image embedding, so it is
+    hashed into the evaluation's key only (and only when on)."""
+
+    alpha: float = 0.0  # 0: off; 1: the language mean moved onto the English one
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> CenteringParams:
+        """Validated params from a config mapping; ParamError names the bad key."""
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParamError(f"unknown centering param(s) {unknown}; known: {', '.join(known)}")
+        p = cls(**values)
+        if not isinstance(p.alpha, int | float) or isinstance(p.alpha, bool) or not 0 <= p.alpha <= 2:
+            raise ParamError(f"centering param 'alpha' must be a number in [0, 2], got {p.alpha!r}")
+        return p
+
+    @property
+    def enabled(self) -> bool:
+        return self.alpha > 0
+
+
 _NONE = {"use_teacher": False, "use_slots": False, "use_soft": False}
 
 # Named systems of the ablation table: preset name -> StudentParams overrides.

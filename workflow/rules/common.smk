@@ -28,6 +28,7 @@ if SRC_DIR.is_dir():
 from ccr import jobs
 from ccr.keys import backend_key, canonical, content_stamp, encoder_key, stable_hash
 from ccr.params import (
+    CenteringParams,
     QuerybankParams,
     resolve_student_params,
     resolve_teacher_params,
@@ -447,6 +448,25 @@ def querybank_of(system: str) -> dict:
     return canonical(vars(params)) if params.enabled else {}
 
 
+def centering_of(system: str, lang: str) -> dict:
+    """The language centering a query set of a system is evaluated with: evaluate.centering, then the
+    system's ``centering``, then its query set's; {} when off (validated here, before the first job).
+    """
+    entry = SYSTEMS[system]
+    values = {
+        **config["evaluate"].get("centering", {}),
+        **entry.get("centering", {}),
+        **entry.get("languages", {}).get(lang, {}).get("centering", {}),
+    }
+    try:
+        params = CenteringParams.from_dict(values)
+    except ValueError as err:
+        raise ValueError(
+            f"config systems.{system} (query set {lang}) / evaluate.centering: {err}"
+        ) from None
+    return canonical(vars(params)) if params.enabled else {}
+
+
 def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     """What one (system, query set, seed) evaluation computes, and its key.
 
@@ -493,11 +513,17 @@ def eval_plan(system: str, lang: str, seed) -> SimpleNamespace:
     querybank = querybank_of(system)
     if querybank:
         what["querybank"] = querybank
+    # the images' side is the same with or without centering (it moves query texts only)
+    gallery = stable_hash([what, query["split"]])
+    centering = centering_of(system, lang)
+    if centering:
+        what["centering"] = centering
     key = stable_hash([what, query])
     return SimpleNamespace(
         key=key,
-        gallery=stable_hash([what, query["split"]]),
+        gallery=gallery,
         querybank=querybank,
+        centering=centering,
         lang=lang,
         trainset=trainset,
         query=query,
@@ -570,6 +596,13 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     if querybank:
         # its metrics were measured with it; the bundle's search ranks by the student alone
         spec["source"]["evaluated_with_querybank"] = querybank
+    centering = {
+        other: centering_of(system, other)
+        for other in langs
+        if centering_of(system, other)
+    }
+    if centering:  # likewise: its search reads the query's features as they are
+        spec["source"]["evaluated_with_centering"] = centering
     key = stable_hash([spec, sorted(evals.values())])
     return SimpleNamespace(
         key=key,
@@ -856,6 +889,8 @@ def evaluate_params(wildcards) -> dict:
         "student": plan.params,
         "query": plan.query,
         "querybank": plan.querybank,
+        # only when on: an evaluation without it keeps the params it was run with
+        **({"centering": plan.centering} if plan.centering else {}),
         **ensemble_weights(plan),
     }
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ccr.evaluate import evaluate
+from ccr.evaluate.centering import language_centering, with_centering
 from ccr.evaluate.querybank import with_querybank
 from ccr.io import setup_logging
 from ccr.train import load_job_retriever
@@ -13,7 +14,10 @@ def main(snakemake) -> None:
     spec = snakemake.params.spec
     query = spec["query"]
     inputs, retriever = load_job_retriever(snakemake.input, query["code"], spec["student"], spec.get("ensemble"))
-    # a no-op when off; the image bank was embedded once for the model by rule embed_image_bank
+    # both no-ops when off. Centering moves the query set's raw text rows before the students read them
+    centering = language_centering(inputs, spec.get("centering"), query["code"], query["pattern"], query["split"])
+    retriever = with_centering(retriever, centering)
+    # the image bank was embedded once for the model by rule embed_image_bank
     retriever = with_querybank(retriever, inputs, spec["querybank"], snakemake.input.get("imagebank"))
     evaluate(
         retriever,

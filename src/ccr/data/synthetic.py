@@ -542,11 +542,13 @@ def build(
     captions_per_image: int = 2,
     image_size: int = 224,
     target_langs: Sequence[str] = ("fr",),
+    reference_splits: Sequence[str] = ("test",),
 ) -> tuple[pa.Table, pa.Table]:
     """Render the dataset into ``out_dir/images/`` and return its (images, captions) tables.
 
-    ``target_langs``: languages that get one reference caption per test image (``fr``, ``de``);
-    English captions (``captions_per_image`` each) are written for every split.
+    ``target_langs``: languages that get one reference caption per image of ``reference_splits`` (``fr``,
+    ``de``; on ``val`` too, a system can be evaluated there); English captions (``captions_per_image``
+    each) are written for every split.
     """
     counts = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     for name, value in counts.items():
@@ -558,6 +560,9 @@ def build(
         raise ValueError(f"synthetic: param 'image_size' must be an integer >= 32, got {image_size!r}")
     if isinstance(target_langs, str):
         target_langs = (target_langs,)
+    bad = [split for split in reference_splits if split not in ("val", "test")]
+    if bad or not reference_splits:
+        raise ValueError(f"synthetic: param 'reference_splits' must list 'val' and/or 'test', got {list(reference_splits)}")
     langs = list(dict.fromkeys(target_langs))
     unknown = [lang for lang in langs if lang not in REFERENCE_GRAMMARS]
     if unknown:
@@ -591,7 +596,7 @@ def build(
         texts = _english_captions(scene, captions_per_image, np.random.default_rng([seed, 2, i]), image_id)
         for k, text in enumerate(texts):
             add_caption(f"{image_id}#en{k}", image_id, "en", text, split)
-        if split == "test":
+        if split in reference_splits:
             for lang in langs:
                 # Keyed by the language code, so adding a language never rewords another one.
                 ref_rng = np.random.default_rng([seed, 3, i, int.from_bytes(lang.encode(), "big")])

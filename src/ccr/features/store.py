@@ -220,6 +220,16 @@ def droppable_columns(path: str | Path) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def block_spans(path: str | Path) -> list[tuple[int, int]]:
+    """The columns ``[start, stop)`` of every encoder's block of the text feature table ``path``, in order:
+    one span over every column for a single encoder's table."""
+    blocks = _blocks(path)
+    if not blocks:
+        return [(0, pq.read_schema(path).field("pooled").type.list_size)]
+    stops = np.cumsum([int(b["dim"]) for b in blocks])
+    return [(int(stop) - int(b["dim"]), int(stop)) for b, stop in zip(blocks, stops, strict=True)]
+
+
 def block_span(path: str | Path, encoder: str) -> tuple[int, int]:
     """The columns ``[start, stop)`` of ``encoder``'s block in the concat text feature table ``path``;
     a ValueError naming the file and the blocks it has when there is no such block."""

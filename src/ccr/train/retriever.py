@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,11 @@ log = logging.getLogger("ccr.train")
 INFERENCE_KEYS = ("slot_fusion", "device", "eval_batch_size", "num_threads")
 
 
+# A query-side transform of raw pooled text features before a model reads them (ids, rows) -> rows, e.g.
+# ccr.evaluate.centering's language centering; None: the features as stored.
+TextShift = Callable[[list[str], np.ndarray], np.ndarray]
+
+
 class Retriever(Protocol):
     dim: int
 
@@ -33,7 +38,7 @@ class Retriever(Protocol):
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray: ...
 
 
-def _text_pooled(inputs: TrainInputs, caption_ids: list[str]) -> np.ndarray:
+def text_features(inputs: TrainInputs, caption_ids: list[str]) -> np.ndarray:
     """Pooled text features of ``caption_ids`` from caption_features, falling back to translation_features."""
     ids = list(caption_ids)
     found: dict[str, np.ndarray] = {}
@@ -53,6 +58,10 @@ def _text_pooled(inputs: TrainInputs, caption_ids: list[str]) -> np.ndarray:
     return np.stack([found[i] for i in ids]).astype(np.float32)
 
 
+def shifted(shift: TextShift | None, caption_ids: list[str], pooled: np.ndarray) -> np.ndarray:
+    return pooled if shift is None else shift(caption_ids, pooled)
+
+
 class ZeroShotRetriever:
     """No training: image = mean of its description views' text features; text = its frozen feature.
 
@@ -65,6 +74,7 @@ class ZeroShotRetriever:
         if inputs.description_features is None:
             raise ValueError("zero-shot system needs TrainInputs.description_features")
         self.dim = pq.read_schema(inputs.caption_features).field("pooled").type.list_size
+        self.text_shift: TextShift | None = None
 
     def embed_images(self, image_ids: list[str]) -> np.ndarray:
         desc, mask = load_descriptions(self.inputs, list(image_ids), split=None)
@@ -73,7 +83,8 @@ class ZeroShotRetriever:
         return l2_normalise(mean, "zero-shot image embeddings")
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
-        return l2_normalise(_text_pooled(self.inputs, caption_ids), "text embeddings")
+        ids = list(caption_ids)
+        return l2_normalise(shifted(self.text_shift, ids, text_features(self.inputs, ids)), "text embeddings")
 
 
 class StudentRetriever:
@@ -95,6 +106,7 @@ class StudentRetriever:
         if inputs.image_features is None:
             raise ValueError("TrainInputs.image_features is None: a trained student needs image features")
         self.has_tokens = "tokens" in pq.read_schema(inputs.image_features).names
+        self.text_shift: TextShift | None = None
         log.info("loaded student %s (epoch %d, val mR %.2f, slot fusion %.2f)", ckpt_path, ckpt["epoch"],
                  ckpt["val_mr"], self.beta)
 
@@ -115,7 +127,8 @@ class StudentRetriever:
         return l2_normalise(np.concatenate(out), "image embeddings")
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
-        pooled = _text_pooled(self.inputs, list(caption_ids))
+        ids = list(caption_ids)
+        pooled = shifted(self.text_shift, ids, text_features(self.inputs, ids))
         out = embed_text_arrays(self.model, pooled, self.beta, self.params.eval_batch_size, self.device)
         return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
 
