@@ -82,6 +82,30 @@ def test_bundle_embeds_like_the_retriever_of_the_same_student(tiny_reference, bu
                                retriever.embed_texts([q["caption_id"] for q in queries]), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_bundle_with_centering_moves_queries_of_its_language_as_the_evaluation_did(tiny_reference, tmp_path):
+    from ccr.evaluate.centering import bundle_centering, language_centering, with_centering
+
+    inputs = train_inputs(tiny_reference)
+    path = export_bundle(student_of(tiny_reference), tmp_path / "b.pt", **ENCODERS, query_languages=["fr"],
+                         centering=bundle_centering(inputs, {"fr": 1.0}))
+    bundle = load_bundle(path)
+    assert bundle.meta["centering"]["languages"]["fr"]["alpha"] == 1.0
+    plain = StudentRetriever(student_of(tiny_reference), inputs, {"device": "cpu"})
+    centred = with_centering(StudentRetriever(student_of(tiny_reference), inputs, {"device": "cpu"}),
+                             language_centering(inputs, {"alpha": 1.0}, "fr", split="test"))
+    queries = french_queries(tiny_reference)[:6]
+    texts, ids = [q["text"] for q in queries], [q["caption_id"] for q in queries]
+    # French queries (test rows: no val query is left out of the mean): as the evaluation moved them
+    np.testing.assert_allclose(bundle.embed_texts(texts, ["fr"] * 6), centred.embed_texts(ids), atol=1e-5)
+    # of unknown language, or another one, as they are
+    np.testing.assert_allclose(bundle.embed_texts(texts), plain.embed_texts(ids), atol=1e-5)
+    np.testing.assert_allclose(bundle.embed_texts(texts, ["en"] * 6), plain.embed_texts(ids), atol=1e-5)
+    assert np.abs(centred.embed_texts(ids) - plain.embed_texts(ids)).max() > 1e-3  # centering did move them
+    with pytest.raises(ValueError, match="6 queries but 1 languages"):
+        bundle.embed_texts(texts, ["fr"])
+
+
 def _retouch(src: Path, dst: Path, change) -> Path:
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     change(ckpt)

@@ -45,6 +45,9 @@ def test_french_queries_find_their_image_through_index_and_search(search_referen
                              "-k", "10", "--json"))
     found = [[image_of[r["path"]] for r in entry["results"]] for entry in out]
     rate = top10_rate(found, [q["image_id"] for q in queries])
+    # the queries' language given: the same here (one encoder that knows French, a bundle without centering)
+    assert json.loads(run_ccr("search", "--index", str(tmp_path / "idx"), "--queries", str(tmp_path / "queries.txt"),
+                              "-k", "10", "--json", "--lang", "fr")) == out
 
     # The workflow's evaluation of the same student (from its cached features) measured the same thing.
     evaluated = load_bundle(bundle_path).meta["metrics"]["fr"]["t2i_r10"] / 100

@@ -65,7 +65,7 @@ def test_centering_reevaluates_without_new_galleries(finished_run):
              for r in pq.read_table(next(runs.glob(f"*/evals/{plain_key}/examples.parquet"))).to_pylist()}
     assert [r["caption_id"] for r in centred] == list(plain)
     assert any(r["top_scores"] != plain[r["caption_id"]] for r in centred)
-    # the bundle of that student says how its metrics were measured (its own search reads queries as they are)
+    # the bundle of that student centres French queries as the evaluation did (tests/test_search_bundle.py)
     bundle = next(k for k in new if k.startswith("bundles/") and k.endswith("/bundle.pt"))
     meta = load_checkpoint(finished_run / "results" / bundle)["meta"]
-    assert meta["source"]["evaluated_with_centering"] == {"fr": {"alpha": 1.0}}
+    assert meta["centering"]["languages"] == {"fr": {"alpha": 1.0, "has_mean": [True]}}

@@ -17,6 +17,10 @@ KINDS = ("exact", "ivf", "hnsw")
 log = logging.getLogger("ccr.search")
 
 
+LANG_HELP = ("the queries' language code (e.g. cs): encoded as the evaluation encoded that language (a concat "
+             "encoder's part without it left out; the bundle's language centering, if it has one); default: unknown")
+
+
 def _index_param(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -91,7 +95,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not queries:
             raise ValueError("no query: give one or more queries, or --queries FILE (one per line)")
         index, bundle = gallery.open_index(args.index, args.model)
-        hits = index.search(bundle.embed_texts(queries), args.k)
+        hits = index.search(bundle.embed_texts(queries, [args.lang] * len(queries) if args.lang else None), args.k)
     except _usage_errors() as err:
         return _fail("search", err)
     if args.json:
@@ -150,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         index, bundle = gallery.open_index(args.index, args.model)
     except _usage_errors() as err:
         return _fail("serve", err)
-    serve(index, bundle, port=args.port, k=args.k)
+    serve(index, bundle, port=args.port, k=args.k, lang=args.lang)
     return 0
 
 
@@ -188,6 +192,7 @@ def add_search_commands(sub: Any) -> None:
     srch.add_argument("--model", help="the bundle (default: the one recorded in the index; another is refused)")
     srch.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     srch.add_argument("--queries", help="a file of queries, one per line")
+    srch.add_argument("--lang", help=LANG_HELP)
     srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
     srch.add_argument("--html", help="also write the results with thumbnails to this self-contained HTML file")
     srch.add_argument("--image", action="append", help="image -> text: an image file (repeatable)")
@@ -202,5 +207,6 @@ def add_search_commands(sub: Any) -> None:
     srv.add_argument("--model", help="the bundle (default: the one recorded in the index)")
     srv.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     srv.add_argument("-k", type=int, default=20, help="results per query on the page (default 20)")
+    srv.add_argument("--lang", help=LANG_HELP)
     common(srv)
     srv.set_defaults(func=cmd_serve)

@@ -596,13 +596,14 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     if querybank:
         # its metrics were measured with it; the bundle's search ranks by the student alone
         spec["source"]["evaluated_with_querybank"] = querybank
+    # the centering its queries were evaluated with, per language code: its search applies it too
     centering = {
-        other: centering_of(system, other)
+        language_code(other): centering_of(system, other)["alpha"]
         for other in langs
         if centering_of(system, other)
     }
-    if centering:  # likewise: its search reads the query's features as they are
-        spec["source"]["evaluated_with_centering"] = centering
+    if centering:
+        spec["centering"] = centering
     key = stable_hash([spec, sorted(evals.values())])
     return SimpleNamespace(
         key=key,
@@ -933,6 +934,13 @@ def export_bundle_inputs(wildcards) -> dict:
             images=f"{DATA_DIR}/images.parquet",
             captions=f"{DATA_DIR}/captions.parquet",
             image_features=image_features_path(),
+        )
+    if plan.spec.get(
+        "centering"
+    ):  # and language centering with the means it moves queries by
+        inputs.update(
+            captions=f"{DATA_DIR}/captions.parquet",
+            caption_features=text_features_path("captions"),
         )
     return inputs
 

@@ -2,7 +2,9 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+from ccr.evaluate.centering import bundle_centering
 from ccr.io import setup_logging
 from ccr.search import export_bundle
 from ccr.search.bundle import describer_pool
@@ -25,6 +27,12 @@ def main(snakemake) -> None:
         description_role=spec["description_role"],
         pool=describer_pool(snakemake.input.images, snakemake.input.captions, snakemake.input.image_features)
         if spec["describer_pool"]
+        else None,
+        # only the captions' own features: English training captions and the val queries
+        centering=bundle_centering(SimpleNamespace(captions=snakemake.input.captions,
+                                                   caption_features=snakemake.input.caption_features,
+                                                   translation_features=None), spec["centering"])
+        if spec.get("centering")
         else None,
     )
 

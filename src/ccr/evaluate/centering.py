@@ -77,17 +77,24 @@ class LanguageCentering:
         own = np.array([caption_ids[i] in self.reference_ids for i in rows])
         for (start, stop), mean_en, total, count in zip(self.spans, self.english_mean, self.reference_sum,
                                                         self.reference_count, strict=True):
-            unit, norm, present = _unit_block(out[rows, start:stop])
+            unit, _, present = _unit_block(out[rows, start:stop])
             left_out = own & present  # its own row is in the reference sum: take it out
             n = count - left_out.astype(np.int64)
-            move = present & (n > 0)
-            if not move.any():
-                continue
             mean_lang = (total[None, :] - left_out[:, None] * unit) / np.maximum(n, 1)[:, None]
-            moved = unit + self.alpha * (mean_en[None, :] - mean_lang)
-            moved *= norm / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), _EPS)
-            out[rows[move], start:stop] = moved[move]
+            out[rows, start:stop] = move_block(out[rows, start:stop], mean_en, mean_lang, self.alpha, n > 0)
         return out
+
+
+def move_block(block: np.ndarray, mean_en: np.ndarray, mean_lang: np.ndarray, alpha: float,
+               has_mean: np.ndarray | bool = True) -> np.ndarray:
+    """One encoder block of raw rows moved by ``alpha (mean_en - mean_lang)`` on the unit sphere and
+    rescaled to each row's block norm; rows without the block (zeros), or without a language mean
+    (``has_mean`` False), stay as they are. ``mean_lang``: one mean, or one per row."""
+    unit, norm, present = _unit_block(block)
+    move = present & np.broadcast_to(np.asarray(has_mean, bool), present.shape)
+    moved = unit + alpha * (np.asarray(mean_en)[None, :] - np.atleast_2d(mean_lang))
+    moved *= norm / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), _EPS)
+    return np.where(move[:, None], moved, block).astype(np.float32)
 
 
 def _block_sums(rows: np.ndarray, spans: Sequence[tuple[int, int]]) -> tuple[list[np.ndarray], list[int]]:
@@ -99,18 +106,14 @@ def _block_sums(rows: np.ndarray, spans: Sequence[tuple[int, int]]) -> tuple[lis
     return sums, counts
 
 
-def language_centering(inputs: TrainInputs, params: CenteringParams | dict | None, lang: str,
-                       pattern: str | None = None, split: str = "test") -> LanguageCentering | None:
-    """The centering of the query set (``split``'s human captions in ``lang`` matching ``pattern``) from
-    the job's tables, or None when ``params`` is off."""
-    p = params if isinstance(params, CenteringParams) else CenteringParams.from_dict(params)
-    if not p.enabled:
-        return None
+def language_means(inputs: TrainInputs, lang: str, pattern: str | None = None
+                   ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], list[int], list[str]]:
+    """(block spans, English's mean per block, the reference text's sum and count per block, its caption
+    ids): the statistics of :class:`LanguageCentering` for the ``lang`` captions matching ``pattern``."""
     captions = read_captions(inputs.captions)
     english = captions.filter(pc.and_(pc.and_(pc.equal(captions["split"], "train"), pc.equal(captions["lang"], ENGLISH)),
                                       pc.equal(captions["origin"], "human")))["caption_id"].to_pylist()
     reference = query_captions(captions, REFERENCE_SPLIT, lang, pattern)["caption_id"].to_pylist()
-    queries = query_captions(captions, split, lang, pattern)["caption_id"].to_pylist()
     where = f"{inputs.captions}: centering of the {lang}{f' ({pattern})' if pattern else ''} queries needs"
     if not english:
         raise ValueError(f"{where} English human captions in the training split; there are none")
@@ -120,9 +123,48 @@ def language_centering(inputs: TrainInputs, params: CenteringParams | dict | Non
     en_sum, en_count = _block_sums(text_features(inputs, english), spans)
     english_mean = [(s / max(n, 1)).astype(np.float32) for s, n in zip(en_sum, en_count, strict=True)]
     reference_sum, reference_count = _block_sums(text_features(inputs, reference), spans)
-    log.info("centering %s: alpha %.2f, %d English training captions, %d %s %s captions, blocks %s", lang, p.alpha,
-             len(english), len(reference), REFERENCE_SPLIT, lang, spans)
+    log.info("centering %s: %d English training captions, %d %s %s captions, blocks %s", lang, len(english),
+             len(reference), REFERENCE_SPLIT, lang, spans)
+    return spans, english_mean, reference_sum, reference_count, reference
+
+
+def language_centering(inputs: TrainInputs, params: CenteringParams | dict | None, lang: str,
+                       pattern: str | None = None, split: str = "test") -> LanguageCentering | None:
+    """The centering of the query set (``split``'s human captions in ``lang`` matching ``pattern``) from
+    the job's tables, or None when ``params`` is off."""
+    p = params if isinstance(params, CenteringParams) else CenteringParams.from_dict(params)
+    if not p.enabled:
+        return None
+    spans, english_mean, reference_sum, reference_count, reference = language_means(inputs, lang, pattern)
+    queries = query_captions(read_captions(inputs.captions), split, lang, pattern)["caption_id"].to_pylist()
+    log.info("centering %s: alpha %.2f over %d %s queries", lang, p.alpha, len(queries), split)
     return LanguageCentering(spans, english_mean, reference_sum, reference_count, set(reference), set(queries), p.alpha)
+
+
+def bundle_centering(inputs: Any, alphas: dict[str, float]) -> dict[str, Any] | None:
+    """What a search bundle needs to centre queries of each language in ``alphas`` (code -> alpha):
+    the block spans, English's block means and each language's, over all its val human captions
+    (``inputs.captions`` / ``inputs.caption_features``); None when no alpha is on."""
+    alphas = {code: float(a) for code, a in sorted(alphas.items()) if a > 0}
+    if not alphas:
+        return None
+    languages = {}
+    for code, alpha in alphas.items():
+        spans, english_mean, reference_sum, reference_count, _ = language_means(inputs, code)
+        mean = [total / max(n, 1) for total, n in zip(reference_sum, reference_count, strict=True)]
+        languages[code] = {"alpha": alpha, "mean": np.concatenate(mean).astype(np.float32),
+                           "has_mean": [n > 0 for n in reference_count]}
+    return {"spans": spans, "english": np.concatenate(english_mean).astype(np.float32), "languages": languages}
+
+
+def centre_rows(rows: np.ndarray, spans: Sequence[tuple[int, int]], english: np.ndarray, mean: np.ndarray,
+                alpha: float, has_mean: Sequence[bool]) -> np.ndarray:
+    """Raw rows of one language moved toward English block by block (``english`` / ``mean``: the block
+    means side by side, as :func:`bundle_centering` stores them)."""
+    out = np.array(rows, np.float32, copy=True)
+    for (start, stop), ok in zip(spans, has_mean, strict=True):
+        out[:, start:stop] = move_block(out[:, start:stop], english[start:stop], mean[start:stop], alpha, ok)
+    return out
 
 
 def with_centering(retriever: Any, centering: LanguageCentering | None) -> Any:

@@ -91,6 +91,8 @@ def _spec(what: str, spec: Mapping[str, Any] | None, required: bool = True) -> d
 
 
 POOL_TENSOR = "describer_pool.features"
+# language centering's block means (ccr.evaluate.centering.bundle_centering): English's, and one per language
+CENTERING_TENSOR = "centering.{}"
 
 
 def describer_pool(images_path: str | os.PathLike, captions_path: str | os.PathLike,
@@ -119,14 +121,17 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
                   describer: Mapping[str, Any] | None, query_languages: Sequence[str],
                   metrics: Mapping[str, Mapping[str, Any]] | None = None,
                   source: Mapping[str, Any] | None = None, description_role: str = "passage",
-                  pool: tuple[dict[str, Any], torch.Tensor] | None = None) -> Path:
+                  pool: tuple[dict[str, Any], torch.Tensor] | None = None,
+                  centering: Mapping[str, Any] | None = None) -> Path:
     """Write the bundle of the trained student at ``student_path`` to ``out_path`` (atomically).
 
     ``image_encoder`` / ``text_encoder`` / ``describer`` are ``{"backend", "params"}`` as in the
     config (``describer`` only for a student with slots); ``metrics`` maps a query set to its
     evaluation (metrics.json); ``source`` is free JSON saying what the bundle was made from.
     ``description_role``: the text encoder role the descriptions were embedded with; ``pool``
-    (:func:`describer_pool`): what a table describer reads, required for one.
+    (:func:`describer_pool`): what a table describer reads, required for one. ``centering``
+    (:func:`ccr.evaluate.centering.bundle_centering`): the language centering its queries were evaluated
+    with, applied by :meth:`Bundle.embed_texts` to queries of a language it holds.
     """
     ckpt = load_checkpoint(student_path, "student")
     meta = ckpt["meta"]
@@ -158,6 +163,10 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
         "student": {k: meta.get(k) for k in ("epoch", "val_mr", "seed", "fingerprint", "has_mt", "distilled")},
         "metrics": dict(metrics or {}),
         "source": dict(source or {}),
+        "centering": None if not centering else {
+            "spans": [[int(a), int(b)] for a, b in centering["spans"]],
+            "languages": {code: {"alpha": float(c["alpha"]), "has_mean": [bool(x) for x in c["has_mean"]]}
+                          for code, c in centering["languages"].items()}},
     })
     from ccr.describe import DESCRIBERS
 
@@ -174,6 +183,10 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
     state = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
     if slots and pool is not None:
         state[POOL_TENSOR] = pool[1]
+    if centering:
+        state[CENTERING_TENSOR.format("en")] = torch.from_numpy(np.asarray(centering["english"], np.float32))
+        for code, c in centering["languages"].items():
+            state[CENTERING_TENSOR.format(code)] = torch.from_numpy(np.asarray(c["mean"], np.float32))
     checksum = tensor_checksum(bundle_meta, state)
     save_checkpoint(out_path, KIND, bundle_meta, state, checksum=checksum)
     log.info("exported bundle %s (%s) from %s: embed dim %d, slots %s, languages %s", out_path, checksum[:19],
@@ -198,6 +211,10 @@ class Bundle:
         self.model = create_student(meta["arch"])
         state_dict = dict(state_dict)
         self.pool_features = state_dict.pop(POOL_TENSOR, None)
+        self.centering = meta.get("centering") or None
+        self.centering_means = {name: state_dict.pop(CENTERING_TENSOR.format(name)).numpy()
+                                for name in ["en", *(self.centering or {}).get("languages", {})]
+                                if CENTERING_TENSOR.format(name) in state_dict}
         try:
             self.model.load_state_dict(state_dict)
         except RuntimeError as err:
@@ -370,8 +387,27 @@ class Bundle:
             raise ValueError(f"query #{empty[0]} is empty")
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        pooled = self.text_encoder.encode(texts, role="query", langs=list(langs) if langs else None)
-        return self.embed_text_features(pooled)
+        langs = list(langs) if langs else None
+        if langs is not None and len(langs) != len(texts):
+            raise ValueError(f"{len(texts)} queries but {len(langs)} languages")
+        pooled = self.text_encoder.encode(texts, role="query", langs=langs)
+        return self.embed_text_features(self.centred(pooled, langs))
+
+    def centred(self, pooled: np.ndarray, langs: Sequence[str] | None) -> np.ndarray:
+        """Query features of a language the bundle holds a centering for, moved toward English as its
+        evaluation moved them (docs/methods.md, "Language centering"); others, and queries of unknown
+        language, as they are."""
+        if not self.centering or langs is None:
+            return pooled
+        from ccr.evaluate.centering import centre_rows
+
+        out = np.array(pooled, np.float32, copy=True)
+        for code, c in self.centering["languages"].items():
+            rows = [i for i, lang in enumerate(langs) if lang.lower() == code]
+            if rows:
+                out[rows] = centre_rows(out[rows], self.centering["spans"], self.centering_means["en"],
+                                        self.centering_means[code], c["alpha"], c["has_mean"])
+        return out
 
     def summary(self) -> dict[str, Any]:
         """What the bundle is, in a few fields (for logs, index folders and the search page)."""

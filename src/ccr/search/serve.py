@@ -47,16 +47,16 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 class Searcher:
     """Query embedding and search behind one lock (encoders are not guaranteed thread-safe)."""
 
-    def __init__(self, index: ImageIndex, bundle: Bundle, k: int):
+    def __init__(self, index: ImageIndex, bundle: Bundle, k: int, lang: str | None = None):
         index.check_bundle(bundle)
-        self.index, self.bundle, self.k = index, bundle, k
+        self.index, self.bundle, self.k, self.lang = index, bundle, k, lang
         self._lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes | None] = OrderedDict()
         self._thumb_lock = threading.Lock()
 
     def search(self, query: str, k: int) -> list[Hit]:
         with self._lock:
-            return self.index.search(self.bundle.embed_texts([query]), k)[0]
+            return self.index.search(self.bundle.embed_texts([query], [self.lang] if self.lang else None), k)[0]
 
     def thumbnail(self, row: int) -> bytes | None:
         """JPEG bytes of index row ``row`` (None when the file cannot be read now); LRU-cached."""
@@ -96,9 +96,9 @@ def _row(request: Request, searcher: Searcher) -> int | None:
     return row if 0 <= row < len(searcher.index.paths) else None
 
 
-def create_app(index: ImageIndex, bundle: Bundle, k: int = 20) -> Starlette:
-    """The search app over ``index`` with its ``bundle``."""
-    searcher = Searcher(index, bundle, k)
+def create_app(index: ImageIndex, bundle: Bundle, k: int = 20, lang: str | None = None) -> Starlette:
+    """The search app over ``index`` with its ``bundle`` (queries in ``lang`` when given)."""
+    searcher = Searcher(index, bundle, k, lang)
     info = bundle.summary()
 
     def home(request: Request) -> HTMLResponse:
@@ -149,11 +149,11 @@ def create_app(index: ImageIndex, bundle: Bundle, k: int = 20) -> Starlette:
     return Starlette(routes=routes)
 
 
-def serve(index: ImageIndex, bundle: Bundle, port: int = 8000, k: int = 20) -> None:
+def serve(index: ImageIndex, bundle: Bundle, port: int = 8000, k: int = 20, lang: str | None = None) -> None:
     """Run the app on http://127.0.0.1:``port`` until interrupted."""
     import uvicorn
 
-    app = create_app(index, bundle, k)
+    app = create_app(index, bundle, k, lang)
     bundle.load_encoders(images=False)  # the text encoder loads now, not on the first query
     print(f"ccr serve: http://{HOST}:{port}/ ({len(index.paths)} images, Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=HOST, port=port, log_level="info")
