@@ -67,6 +67,27 @@ def test_every_rule_takes_its_memory_and_minutes_from_resources_stages(tmp_path)
             assert re.search(rf"resources:.*\bruntime={10 + i}\b", jobs[rule]), (rule, jobs[rule])
 
 
+def test_a_threads_entry_is_taken_by_every_rule_that_accepts_one(tmp_path):
+    """resources.stages.<rule>.threads: the rules that accept one (named by the refusal of a rule that does
+    not) each run their planned jobs on that many threads: none is accepted and then ignored."""
+    config = tiny_config()
+    config["resources"]["stages"] = {"prepare_dataset": {"threads": 3}}
+    workdir = make_workdir(tmp_path / "wd", config)
+    refused = snakemake(workdir, "--dry-run", check=False)
+    named = re.search(r"prepare_dataset does not take a threads setting \(those that do: ([\w, ]+)\)",
+                      refused.stdout + refused.stderr)
+    assert refused.returncode != 0 and named, refused.stdout + refused.stderr
+    taking = named.group(1).split(", ")
+    assert {"embed_texts", "train_student"} <= set(taking)
+    config["resources"]["stages"] = {rule: {"threads": 3} for rule in taking}
+    make_workdir(tmp_path / "wd2", config)
+    jobs = _job_blocks(snakemake(tmp_path / "wd2", "--dry-run", "--cores", "4").stdout)
+    assert set(taking) <= set(jobs), sorted(jobs)  # the tiny config plans a job of each
+    for rule in taking:
+        assert re.search(r"threads: 3\b", jobs[rule]), (rule, jobs[rule])
+    assert not re.search(r"threads: 3\b", jobs["evaluate"])  # a rule without the entry keeps its one thread
+
+
 def test_gpu_backends_choose_their_gpu_envs():
     """The rules' env functions pick the GPU variant (vllm: its own env) by backend."""
     from ccr.jobs import conda_env
