@@ -166,6 +166,19 @@ class StudentParams(_Params):
         return self.train and self.use_teacher
 
 
+E = typing.TypeVar("E")
+
+
+def _from_known_keys(cls: type[E], values: dict[str, Any] | None, what: str) -> E:
+    """``cls(**values)`` of an evaluation setting's dataclass, a ParamError naming any unknown key."""
+    values = dict(values or {})
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParamError(f"unknown {what} param(s) {unknown}; known: {', '.join(known)}")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class QuerybankParams:
     """Querybank normalisation at evaluation (``evaluate.querybank``, or a system's own ``querybank``):
@@ -182,12 +195,7 @@ class QuerybankParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> QuerybankParams:
         """Validated params from a config mapping; ParamError names the bad key."""
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ParamError(f"unknown querybank param(s) {unknown}; known: {', '.join(known)}")
-        p = cls(**values)
+        p = _from_known_keys(cls, values, "querybank")
         for key in ("texts", "images"):
             value = getattr(p, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -217,12 +225,7 @@ class CenteringParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> CenteringParams:
         """Validated params from a config mapping; ParamError names the bad key."""
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ParamError(f"unknown centering param(s) {unknown}; known: {', '.join(known)}")
-        p = cls(**values)
+        p = _from_known_keys(cls, values, "centering")
         if not isinstance(p.alpha, int | float) or isinstance(p.alpha, bool) or not 0 <= p.alpha <= 2:
             raise ParamError(f"centering param 'alpha' must be a number in [0, 2], got {p.alpha!r}")
         return p
