@@ -106,6 +106,40 @@ def test_a_bundle_with_centering_moves_queries_of_its_language_as_the_evaluation
         bundle.embed_texts(texts, ["fr"])
 
 
+@pytest.mark.slow
+def test_an_ensemble_bundle_embeds_like_the_ensembles_retriever(tiny_reference, tmp_path):
+    """Two students (the trained one and a randomly initialised one of the same architecture), weights
+    3:1: the bundle's vectors are EnsembleRetriever's, from features and from the pixels."""
+    from ccr.models.checkpoint import load_checkpoint, save_checkpoint
+    from ccr.models.factory import create_student
+    from ccr.train.retriever import EnsembleRetriever
+
+    trained = student_of(tiny_reference)
+    ckpt = load_checkpoint(trained, "student")
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "other.pt", "student", ckpt["meta"], create_student(ckpt["meta"]["arch"]).state_dict())
+    path = export_bundle([trained, tmp_path / "other.pt"], tmp_path / "b.pt", **ENCODERS, query_languages=["fr"],
+                         weights=[3, 1])
+    bundle = load_bundle(path)
+    assert [m["weight"] for m in bundle.meta["members"]] == [0.75, 0.25] and len(bundle.members) == 2
+    inputs = train_inputs(tiny_reference)
+    ensemble = EnsembleRetriever([StudentRetriever(p, inputs, {"device": "cpu"}) for p in (trained, tmp_path / "other.pt")],
+                                 [3, 1])
+    assert bundle.dim == ensemble.dim
+    images = gallery_images(tiny_reference)[:6]
+    ids = [i for i, _ in images]
+    feats = read_feature_rows(inputs.image_features, ids, True, "image features")
+    desc, mask = load_descriptions(inputs, ids, split=None)
+    expected = ensemble.embed_images(ids)
+    np.testing.assert_allclose(bundle.embed_image_features(feats.pooled, feats.tokens, desc, mask), expected, atol=1e-5)
+    assert (bundle.embed_images([p for _, p in images]) * expected).sum(1).min() > 0.999
+    queries = french_queries(tiny_reference)[:6]
+    np.testing.assert_allclose(bundle.embed_texts([q["text"] for q in queries]),
+                               ensemble.embed_texts([q["caption_id"] for q in queries]), atol=1e-5)
+    with pytest.raises(ValueError, match="two or more students, one weight each"):
+        export_bundle([trained], tmp_path / "c.pt", **ENCODERS, query_languages=["fr"], weights=[1])
+
+
 def _retouch(src: Path, dst: Path, change) -> Path:
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     change(ckpt)

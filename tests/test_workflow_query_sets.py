@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from workflow_run import digests, planned_jobs, snakemake, tiny_config, with_config
 
 from ccr.evaluate.metrics import recall_at_k
 from ccr.models.checkpoint import load_checkpoint
+from ccr.search.bundle import load_bundle
 from ccr.train import load_retriever
 from ccr.train.inputs import TrainInputs
 
@@ -65,8 +67,8 @@ def _fr_queries(results) -> tuple[list[str], list[str], np.ndarray]:
 def test_an_ensemble_fuses_its_students_scores(finished_run):
     """fr of `full` answered by 3:1 of its own student and one trained with tau 0.1: only the new member
     trains, nothing existing changes, and the evaluation's mR is the fused scores' (recomputed here from
-    the two checkpoints); the ensemble gets no bundle; a member's `train` and an ensemble of the zero-shot
-    system are refused."""
+    the two checkpoints); the ensemble gets a bundle of its own, which embeds as its evaluation did; a
+    member's `train` and an ensemble of the zero-shot system are refused."""
     config = tiny_config()
     config["systems"]["full"] = {"languages": {"fr": {"ensemble": [
         {"weight": 3}, {"weight": 1, "student": {"tau": 0.1}}]}}}
@@ -74,12 +76,13 @@ def test_an_ensemble_fuses_its_students_scores(finished_run):
     before = digests(results)
     with with_config(finished_run, config):
         jobs = planned_jobs(finished_run)
-        assert "export_bundle" not in jobs and "train_teacher" not in jobs, jobs
+        assert "export_bundle" in jobs and "train_teacher" not in jobs, jobs
         snakemake(finished_run)
     after = digests(results)
     assert not [k for k in before if after.get(k) != before[k]]
     new = sorted(k for k in after if k not in before)
-    assert not [k for k in new if k.startswith("bundles/")]
+    bundles = [k for k in new if k.startswith("bundles/") and k.endswith("/bundle.pt")]
+    assert len(bundles) == 1, new  # the ensemble's; the old student's own bundle is the one it was
     new_students = [k for k in new if k.endswith("/student.pt")]
     assert len(new_students) <= 1  # the tau 0.1 member (none when the other test trained it already)
 
@@ -107,6 +110,13 @@ def test_an_ensemble_fuses_its_students_scores(finished_run):
     np.testing.assert_allclose(query @ image.T, scores, atol=1e-5)
     expected = recall_at_k(query, image, q2g, use_gpu=False)["mr"]
     assert json.loads(metrics[0].read_text())["mr"] == pytest.approx(expected, abs=1e-6)
+    # its bundle: both students, 3:1, embedding the queries' text as the evaluation fused them
+    bundle = load_bundle(results / bundles[0])
+    assert [m["weight"] for m in bundle.meta["members"]] == [0.75, 0.25]
+    assert [e["weight"] for e in bundle.meta["source"]["ensemble"]] == [0.75, 0.25]
+    assert bundle.meta["metrics"]["fr"]["mr"] == pytest.approx(expected, abs=1e-6)
+    texts_of = {r["caption_id"]: r["text"] for r in pq.read_table(data / "captions.parquet").to_pylist()}
+    np.testing.assert_allclose(bundle.embed_texts([texts_of[c] for c in caption_ids]), query, atol=1e-5)
 
     config["systems"]["full"]["languages"]["fr"]["ensemble"][1]["student"]["train"] = False
     with with_config(finished_run, config):

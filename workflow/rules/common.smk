@@ -548,28 +548,33 @@ def eval_dir(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
 
 
-def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
-    """The model bundle of the trained student that serves query set ``lang`` (ccr.search.bundle): its
-    weights with the encoders that feed it, the query sets it serves and their evaluations, and its key.
+def answering_students(system: str, lang: str) -> tuple:
+    """What answers query set ``lang`` of ``system``: (trainset, student key, weight) per student."""
+    trainset = trainset_of(lang)
+    return tuple(
+        (plan.trainset, plan.key, weight)
+        for plan, weight in (
+            (student_plan(system, trainset, lang, member), weight)
+            for member, weight in ensemble_of(system, lang)
+        )
+    )
 
-    The key hashes the student and everything written into the bundle (encoders with all their
+
+def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
+    """The model bundle of the trained student, or ensemble of students, that serves query set ``lang``
+    (ccr.search.bundle): its weights with the encoders that feed it, the query sets it serves and their
+    evaluations, and its key.
+
+    The key hashes the students and everything written into the bundle (encoders with all their
     params, the describer of a student with slots, the evaluations), so configs that would write
     different bundles never share a path.
     """
-    # a query set answered by an ensemble is served by no single student's bundle
-    plans = {
-        other: student_plan(system, trainset_of(other), other)
-        for other in LANGS
-        if len(ensemble_of(system, other)) == 1
-    }
-    plan = plans[lang]
-    trainset = plan.trainset  # a student that reads no MT serves every language
-    langs = [
-        other
-        for other in plans
-        if (plans[other].trainset, plans[other].key) == (trainset, plan.key)
-    ]
-    evals = {other: eval_dir(system, other, seed) for other in langs}
+    answering = answering_students(system, lang)
+    langs = [other for other in LANGS if answering_students(system, other) == answering]
+    evals = {other: eval_plan(system, other, seed) for other in langs}
+    plan = evals[
+        lang
+    ]  # the model's evaluation: its students, their weights, the data they read
     spec = {
         "image_encoder": {
             "backend": IMAGE_ENC["backend"],
@@ -585,16 +590,19 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
         "describer_pool": plan.use_slots and bool(DESCRIBE_NEEDS),
         "query_languages": sorted({language_code(lang) for lang in langs}),
         "query_sets": langs,
-        "source": {
-            "dataset": DS,
-            "trainset": trainset,
-            "student_key": plan.key,
-            "seed": int(seed),
-        },
+        "source": {"dataset": DS, "trainset": plan.trainset, "seed": int(seed)},
     }
+    if plan.weights:  # an ensemble: its students and weights (relative, as evaluated)
+        spec["source"]["ensemble"] = [
+            {"trainset": trainset, "student_key": key, "weight": weight}
+            for trainset, key, weight in answering
+        ]
+        spec["weights"] = plan.weights
+    else:
+        spec["source"]["student_key"] = answering[0][1]
     querybank = querybank_of(system)
     if querybank:
-        # its metrics were measured with it; the bundle's search ranks by the student alone
+        # its metrics were measured with it; the bundle's search ranks by the students alone
         spec["source"]["evaluated_with_querybank"] = querybank
     # the centering its queries were evaluated with, per language code: its search applies it too
     centering = {
@@ -604,12 +612,16 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     }
     if centering:
         spec["centering"] = centering
-    key = stable_hash([spec, sorted(evals.values())])
+    key = stable_hash(
+        [spec, sorted(f"{RUNS_DIR}/evals/{e.key}" for e in evals.values())]
+    )
     return SimpleNamespace(
         key=key,
         spec=spec,
-        student=f"{student_dir(system, trainset, seed, lang)}/student.pt",
-        metrics=[f"{evals[other]}/metrics.json" for other in langs],
+        student=plan.student,
+        metrics=[
+            f"{RUNS_DIR}/evals/{evals[other].key}/metrics.json" for other in langs
+        ],
     )
 
 
@@ -637,8 +649,8 @@ for _system in SYSTEMS:
                 STUDENTS.setdefault(
                     (_plan.trainset, _plan.key), (_system, _lang, _member)
                 )
-            # bundles: one per single trained student (an ensemble's query set has none)
-            for _seed in SEEDS if len(_members) == 1 else []:
+            # bundles: one per trained student, or ensemble of students, and seed
+            for _seed in SEEDS:
                 BUNDLES.setdefault(
                     bundle_plan(_system, _lang, _seed).key,
                     (_system, _lang, _seed),
@@ -924,7 +936,7 @@ def embed_texts_inputs(wildcards) -> dict:
 
 
 def export_bundle_inputs(wildcards) -> dict:
-    """A bundle is made from its student and the evaluations whose metrics it carries."""
+    """A bundle is made from its student (or students) and the evaluations whose metrics it carries."""
     plan = bundle_plan(*BUNDLES[wildcards.bkey])
     inputs = {"student": plan.student, "metrics": plan.metrics}
     if plan.spec[

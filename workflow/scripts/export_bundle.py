@@ -1,4 +1,5 @@
-"""Snakemake script for rule export_bundle: calls ccr.search.export_bundle with the student and its evaluations."""
+"""Snakemake script for rule export_bundle: calls ccr.search.export_bundle with the student (or an ensemble's
+students) and its evaluations."""
 
 import json
 from pathlib import Path
@@ -15,8 +16,9 @@ def main(snakemake) -> None:
     spec = snakemake.params.spec
     metrics = {lang: json.loads(Path(path).read_text(encoding="utf-8"))
                for lang, path in zip(spec["query_sets"], snakemake.input.metrics, strict=True)}
+    weights = spec.get("weights")  # an ensemble: its students, fused as its evaluation fused them
     export_bundle(
-        snakemake.input.student,
+        list(snakemake.input.student) if weights else snakemake.input.student,
         snakemake.output.bundle,
         image_encoder=spec["image_encoder"],
         text_encoder=spec["text_encoder"],
@@ -34,6 +36,7 @@ def main(snakemake) -> None:
                                                    translation_features=None), spec["centering"])
         if spec.get("centering")
         else None,
+        weights=weights,
     )
 
 

@@ -116,13 +116,33 @@ def describer_pool(images_path: str | os.PathLike, captions_path: str | os.PathL
     return pool, torch.from_numpy(np.ascontiguousarray(feats.pooled, dtype=np.float32))
 
 
-def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, *,
+def _member(student_path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One trained student as a bundle records it: its meta fields and its weights."""
+    ckpt = load_checkpoint(student_path, "student")
+    meta = ckpt["meta"]
+    for field in ("arch", "params"):
+        if field not in meta:
+            raise CheckpointError(f"{student_path}: field '{field}' is missing from the checkpoint meta")
+    params = resolve_student_params(dict(meta["params"]))
+    beta = float(params.slot_fusion) if meta["arch"].get("use_slots") else 0.0
+    fields = {
+        "arch": meta["arch"],
+        "params": params.to_dict(),
+        "embed_dim": embedding_dim(meta["arch"], beta),  # a linear student's is its text block's width
+        "slot_fusion": beta,
+        "trained_on": meta.get("lang"),
+        "student": {k: meta.get(k) for k in ("epoch", "val_mr", "seed", "fingerprint", "has_mt", "distilled")},
+    }
+    return fields, {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
+
+
+def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike], out_path: str | os.PathLike, *,
                   image_encoder: Mapping[str, Any], text_encoder: Mapping[str, Any],
                   describer: Mapping[str, Any] | None, query_languages: Sequence[str],
                   metrics: Mapping[str, Mapping[str, Any]] | None = None,
                   source: Mapping[str, Any] | None = None, description_role: str = "passage",
                   pool: tuple[dict[str, Any], torch.Tensor] | None = None,
-                  centering: Mapping[str, Any] | None = None) -> Path:
+                  centering: Mapping[str, Any] | None = None, weights: Sequence[float] | None = None) -> Path:
     """Write the bundle of the trained student at ``student_path`` to ``out_path`` (atomically).
 
     ``image_encoder`` / ``text_encoder`` / ``describer`` are ``{"backend", "params"}`` as in the
@@ -132,35 +152,43 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
     (:func:`describer_pool`): what a table describer reads, required for one. ``centering``
     (:func:`ccr.evaluate.centering.bundle_centering`): the language centering its queries were evaluated
     with, applied by :meth:`Bundle.embed_texts` to queries of a language it holds.
+
+    With ``weights``, ``student_path`` lists the students of an ensemble (ccr.train.EnsembleRetriever):
+    the bundle holds each one (``meta.members``, weights ``member<i>.*``) and embeds by their fused
+    vectors, as the ensemble's evaluation did.
     """
-    ckpt = load_checkpoint(student_path, "student")
-    meta = ckpt["meta"]
-    for field in ("arch", "params"):
-        if field not in meta:
-            raise CheckpointError(f"{student_path}: field '{field}' is missing from the checkpoint meta")
-    params = resolve_student_params(dict(meta["params"]))
-    slots = bool(meta["arch"].get("use_slots"))
+    ensemble = weights is not None
+    paths = list(student_path) if ensemble else [student_path]
+    if ensemble and (len(paths) < 2 or len(paths) != len(weights)):
+        raise ValueError(f"export_bundle: an ensemble needs two or more students, one weight each; got "
+                         f"{len(paths)} student(s) and {len(weights)} weight(s)")
+    members = [_member(path) for path in paths]
+    slots = any(fields["arch"].get("use_slots") for fields, _ in members)
     if slots and describer is None:
-        raise ValueError(f"export_bundle: the student {student_path} uses semantic slots, so 'describer' "
-                         "(the backend that wrote its description views) is required")
-    beta = float(params.slot_fusion) if slots else 0.0
+        raise ValueError(f"export_bundle: the student {paths[0] if len(paths) == 1 else paths} uses semantic slots, "
+                         "so 'describer' (the backend that wrote its description views) is required")
     langs = sorted({str(lang) for lang in query_languages})
     if not langs:
         raise ValueError("export_bundle: query_languages is empty")
+    if ensemble:
+        total = float(sum(weights))
+        model_fields = {
+            "members": [{**fields, "weight": float(w) / total} for (fields, _), w in zip(members, weights, strict=True)],
+            "embed_dim": sum(fields["embed_dim"] for fields, _ in members),
+            "trained_on": members[0][0]["trained_on"],
+        }
+        state = {f"member{i}.{k}": v for i, (_, weights_i) in enumerate(members) for k, v in weights_i.items()}
+    else:
+        model_fields, state = members[0]
     bundle_meta = canonical({
         "bundle_format": BUNDLE_FORMAT,
-        "arch": meta["arch"],
-        "params": params.to_dict(),
+        **model_fields,
         "image_encoder": _spec("image_encoder", image_encoder),
         "text_encoder": _spec("text_encoder", text_encoder),
         "describer": _spec("describer", describer, required=False) if slots else None,
         "description_role": description_role,
         "describer_pool": pool[0] if slots and pool is not None else None,
-        "embed_dim": embedding_dim(meta["arch"], beta),  # a linear student's is its text block's width
-        "slot_fusion": beta,
         "query_languages": langs,
-        "trained_on": meta.get("lang"),
-        "student": {k: meta.get(k) for k in ("epoch", "val_mr", "seed", "fingerprint", "has_mt", "distilled")},
         "metrics": dict(metrics or {}),
         "source": dict(source or {}),
         "centering": None if not centering else {
@@ -180,7 +208,7 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
         if getattr(factory, "needs", ()):
             raise ValueError(f"export_bundle: describer '{describer['backend']}' reads the training tables: "
                              "pass pool=describer_pool(images, captions, image_features)")
-    state = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
+    state = dict(state)
     if slots and pool is not None:
         state[POOL_TENSOR] = pool[1]
     if centering:
@@ -190,7 +218,7 @@ def export_bundle(student_path: str | os.PathLike, out_path: str | os.PathLike, 
     checksum = tensor_checksum(bundle_meta, state)
     save_checkpoint(out_path, KIND, bundle_meta, state, checksum=checksum)
     log.info("exported bundle %s (%s) from %s: embed dim %d, slots %s, languages %s", out_path, checksum[:19],
-             student_path, bundle_meta["embed_dim"], "yes" if slots else "no", ", ".join(langs))
+             ", ".join(map(str, paths)), bundle_meta["embed_dim"], "yes" if slots else "no", ", ".join(langs))
     return Path(out_path)
 
 
@@ -205,22 +233,28 @@ class Bundle:
                  device: str = "cpu", threads: int | None = None):
         self.path, self.meta, self.checksum = path, meta, checksum
         self.dim = int(meta["embed_dim"])
-        self.beta = float(meta["slot_fusion"])
         self.device = pick_device(device)
         self.threads = threads
-        self.model = create_student(meta["arch"])
         state_dict = dict(state_dict)
         self.pool_features = state_dict.pop(POOL_TENSOR, None)
         self.centering = meta.get("centering") or None
         self.centering_means = {name: state_dict.pop(CENTERING_TENSOR.format(name)).numpy()
                                 for name in ["en", *(self.centering or {}).get("languages", {})]
                                 if CENTERING_TENSOR.format(name) in state_dict}
-        try:
-            self.model.load_state_dict(state_dict)
-        except RuntimeError as err:
-            raise BundleError(f"{path}: weights do not fit the architecture in its meta: {err}") from err
-        self.model.to(self.device).eval()
-        self.use_slots = self.model.slot_module is not None
+        # (model, slot fusion weight, embedding dim, ensemble weight) per student; one for a plain bundle
+        self.members: list[tuple[Any, float, int, float]] = []
+        specs = meta.get("members") or [meta]
+        for i, spec in enumerate(specs):
+            prefix = f"member{i}." if "members" in meta else ""
+            model = create_student(spec["arch"])
+            try:
+                model.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+            except RuntimeError as err:
+                raise BundleError(f"{path}: weights do not fit the architecture in its meta: {err}") from err
+            model.to(self.device).eval()
+            self.members.append((model, float(spec["slot_fusion"]), int(spec["embed_dim"]),
+                                 float(spec.get("weight", 1.0))))
+        self.use_slots = any(model.slot_module is not None for model, *_ in self.members)
         self._image_encoder: Any = None
         self._text_encoder: Any = None
         self._describer: Any = None
@@ -283,15 +317,27 @@ class Bundle:
         (n, V, Dt) + mask (n, V)) -> fused embeddings (n, dim)."""
         if self.use_slots and desc is None:
             raise ValueError(f"{self.path}: the student uses semantic slots: description views are needed")
-        out = embed_image_arrays(self.model, np.asarray(pooled, np.float32), tokens,
-                                 desc if self.use_slots else None, desc_mask if self.use_slots else None,
-                                 self.beta, HEAD_BATCH, self.device)
-        return l2_normalise(out.reshape(len(pooled), self.dim), "image embeddings")
+        pooled = np.asarray(pooled, np.float32)
+        return self._fused([
+            embed_image_arrays(model, pooled, tokens, desc if model.slot_module is not None else None,
+                               desc_mask if model.slot_module is not None else None, beta, HEAD_BATCH, self.device)
+            for model, beta, _, _ in self.members], len(pooled), "image embeddings")
 
     def embed_text_features(self, pooled: np.ndarray) -> np.ndarray:
         """Pooled sentence features (n, Dt) -> embeddings (n, dim)."""
-        out = embed_text_arrays(self.model, np.asarray(pooled, np.float32), self.beta, HEAD_BATCH, self.device)
-        return l2_normalise(out.reshape(len(pooled), self.dim), "text embeddings")
+        pooled = np.asarray(pooled, np.float32)
+        return self._fused([embed_text_arrays(model, pooled, beta, HEAD_BATCH, self.device)
+                            for model, beta, _, _ in self.members], len(pooled), "text embeddings")
+
+    def _fused(self, outputs: list[np.ndarray], n: int, what: str) -> np.ndarray:
+        """One student's unit rows, or an ensemble's fused rows (ccr.train.retriever.fuse_embeddings)."""
+        parts = [l2_normalise(out.reshape(n, dim), what) for out, (_, _, dim, _) in zip(outputs, self.members,
+                                                                                         strict=True)]
+        if len(parts) == 1:
+            return parts[0]
+        from ccr.train.retriever import fuse_embeddings
+
+        return fuse_embeddings(parts, [weight for *_, weight in self.members], what)
 
     def _describe_from_pool(self, pooled: np.ndarray) -> list[list[str]]:
         """Views of new images by a table describer: their nearest photos among the training images."""
@@ -458,7 +504,8 @@ def load_bundle(path: str | os.PathLike, device: str = "cpu", threads: int | Non
     if actual != stored:
         raise BundleError(f"{path}: checksum mismatch: the bundle was changed after export (stored {stored}, "
                           f"computed {actual}); refusing to use it. Re-export it from the student checkpoint")
-    missing = [k for k in ("arch", "image_encoder", "text_encoder", "describer", "embed_dim", "slot_fusion",
+    model_fields = ("members",) if "members" in meta else ("arch", "slot_fusion")  # an ensemble's, or one student's
+    missing = [k for k in (*model_fields, "image_encoder", "text_encoder", "describer", "embed_dim",
                            "query_languages") if k not in meta]
     if missing:
         raise BundleError(f"{path}: field(s) {missing} missing from the bundle meta")
