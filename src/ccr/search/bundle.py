@@ -14,6 +14,12 @@ without the workflow's feature tables.  It is a :mod:`ccr.models.checkpoint` fil
 * ``checksum``: ``sha256`` over the canonical JSON of ``meta`` and every tensor (name, dtype, shape,
   bytes).  A bundle changed after export is refused by :func:`load_bundle`.
 
+An ensemble's bundle (a query set answered by several students) holds ``meta["members"]`` instead of one
+student's ``arch`` / ``params`` / ``slot_fusion`` / ``student``, each with its relative ``weight``, and
+their weights as ``member<i>.*``; it embeds by the members' fused vectors, as the evaluation did.
+A bundle evaluated with language centering also holds its block means (``meta["centering"]``,
+tensors ``centering.*``), applied to queries whose language is given.
+
 A describer that works from tables (``knn-captions``: the captions of the nearest *training* photos)
 travels with what it reads: the training images' pooled features (tensor ``describer_pool.features``)
 and their English captions (``meta["describer_pool"]``), so a new photo is described by its nearest
