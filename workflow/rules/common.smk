@@ -572,9 +572,8 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
     answering = answering_students(system, lang)
     langs = [other for other in LANGS if answering_students(system, other) == answering]
     evals = {other: eval_plan(system, other, seed) for other in langs}
-    plan = evals[
-        lang
-    ]  # the model's evaluation: its students, their weights, the data they read
+    # the model's evaluation: its students, their weights, the data they read
+    plan = evals[lang]
     spec = {
         "image_encoder": {
             "backend": IMAGE_ENC["backend"],
@@ -606,9 +605,9 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
         spec["source"]["evaluated_with_querybank"] = querybank
     # the centering its queries were evaluated with, per language code: its search applies it too
     centering = {
-        language_code(other): centering_of(system, other)["alpha"]
+        language_code(other): evals[other].centering["alpha"]
         for other in langs
-        if centering_of(system, other)
+        if evals[other].centering
     }
     if centering:
         spec["centering"] = centering
@@ -947,9 +946,8 @@ def export_bundle_inputs(wildcards) -> dict:
             captions=f"{DATA_DIR}/captions.parquet",
             image_features=image_features_path(),
         )
-    if plan.spec.get(
-        "centering"
-    ):  # and language centering with the means it moves queries by
+    # and language centering with the means it moves queries by
+    if plan.spec.get("centering"):
         inputs.update(
             captions=f"{DATA_DIR}/captions.parquet",
             caption_features=text_features_path("captions"),

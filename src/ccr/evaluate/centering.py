@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 
 from ccr.data.tables import read_captions
-from ccr.evaluate.run import query_captions
+from ccr.evaluate.run import human_captions
 from ccr.features.store import block_spans
 from ccr.params import CenteringParams
 from ccr.train.inputs import TrainInputs
@@ -106,26 +106,31 @@ def _block_sums(rows: np.ndarray, spans: Sequence[tuple[int, int]]) -> tuple[lis
     return sums, counts
 
 
-def language_means(inputs: TrainInputs, lang: str, pattern: str | None = None
-                   ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], list[int], list[str]]:
-    """(block spans, English's mean per block, the reference text's sum and count per block, its caption
-    ids): the statistics of :class:`LanguageCentering` for the ``lang`` captions matching ``pattern``."""
-    captions = read_captions(inputs.captions)
-    english = captions.filter(pc.and_(pc.and_(pc.equal(captions["split"], "train"), pc.equal(captions["lang"], ENGLISH)),
-                                      pc.equal(captions["origin"], "human")))["caption_id"].to_pylist()
-    reference = query_captions(captions, REFERENCE_SPLIT, lang, pattern)["caption_id"].to_pylist()
-    where = f"{inputs.captions}: centering of the {lang}{f' ({pattern})' if pattern else ''} queries needs"
+def _english_mean(inputs: Any, captions: pa.Table, spans: Sequence[tuple[int, int]], where: str) -> list[np.ndarray]:
+    """English's block means: every English human caption of the training split (``where`` opens the
+    error when there is none)."""
+    english = human_captions(captions, "train", ENGLISH)["caption_id"].to_pylist()
     if not english:
         raise ValueError(f"{where} English human captions in the training split; there are none")
+    sums, counts = _block_sums(text_features(inputs, english), spans)
+    log.info("centering: English mean over %d training captions, blocks %s", len(english), list(spans))
+    return [(total / max(n, 1)).astype(np.float32) for total, n in zip(sums, counts, strict=True)]
+
+
+def _reference(inputs: Any, captions: pa.Table, spans: Sequence[tuple[int, int]], lang: str, pattern: str | None,
+               where: str) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """The reference text of a query set (its captions on the val split): its block sums and counts, and
+    its caption ids."""
+    reference = human_captions(captions, REFERENCE_SPLIT, lang, pattern)["caption_id"].to_pylist()
     if not reference:
         raise ValueError(f"{where} human '{lang}' captions in the {REFERENCE_SPLIT} split; there are none")
-    spans = block_spans(inputs.caption_features)
-    en_sum, en_count = _block_sums(text_features(inputs, english), spans)
-    english_mean = [(s / max(n, 1)).astype(np.float32) for s, n in zip(en_sum, en_count, strict=True)]
-    reference_sum, reference_count = _block_sums(text_features(inputs, reference), spans)
-    log.info("centering %s: %d English training captions, %d %s %s captions, blocks %s", lang, len(english),
-             len(reference), REFERENCE_SPLIT, lang, spans)
-    return spans, english_mean, reference_sum, reference_count, reference
+    sums, counts = _block_sums(text_features(inputs, reference), spans)
+    log.info("centering %s: its mean over %d %s captions", lang, len(reference), REFERENCE_SPLIT)
+    return sums, counts, reference
+
+
+def _needs(inputs: Any, langs: str, pattern: str | None = None) -> str:
+    return f"{inputs.captions}: centering of the {langs}{f' ({pattern})' if pattern else ''} queries needs"
 
 
 def language_centering(inputs: TrainInputs, params: CenteringParams | dict | None, lang: str,
@@ -135,8 +140,12 @@ def language_centering(inputs: TrainInputs, params: CenteringParams | dict | Non
     p = params if isinstance(params, CenteringParams) else CenteringParams.from_dict(params)
     if not p.enabled:
         return None
-    spans, english_mean, reference_sum, reference_count, reference = language_means(inputs, lang, pattern)
-    queries = query_captions(read_captions(inputs.captions), split, lang, pattern)["caption_id"].to_pylist()
+    captions = read_captions(inputs.captions)
+    spans = block_spans(inputs.caption_features)
+    english_mean = _english_mean(inputs, captions, spans, _needs(inputs, lang, pattern))
+    reference_sum, reference_count, reference = _reference(inputs, captions, spans, lang, pattern,
+                                                           _needs(inputs, lang, pattern))
+    queries = human_captions(captions, split, lang, pattern)["caption_id"].to_pylist()
     log.info("centering %s: alpha %.2f over %d %s queries", lang, p.alpha, len(queries), split)
     return LanguageCentering(spans, english_mean, reference_sum, reference_count, set(reference), set(queries), p.alpha)
 
@@ -148,9 +157,12 @@ def bundle_centering(inputs: Any, alphas: dict[str, float]) -> dict[str, Any] | 
     alphas = {code: float(a) for code, a in sorted(alphas.items()) if a > 0}
     if not alphas:
         return None
+    captions = read_captions(inputs.captions)
+    spans = block_spans(inputs.caption_features)
+    english_mean = _english_mean(inputs, captions, spans, _needs(inputs, ", ".join(alphas)))
     languages = {}
     for code, alpha in alphas.items():
-        spans, english_mean, reference_sum, reference_count, _ = language_means(inputs, code)
+        reference_sum, reference_count, _ = _reference(inputs, captions, spans, code, None, _needs(inputs, code))
         mean = [total / max(n, 1) for total, n in zip(reference_sum, reference_count, strict=True)]
         languages[code] = {"alpha": alpha, "mean": np.concatenate(mean).astype(np.float32),
                            "has_mean": [n > 0 for n in reference_count]}

@@ -41,7 +41,14 @@ import pyarrow.parquet as pq
 
 from ccr.data.tables import read_captions, read_images
 from ccr.evaluate.metrics import unit_rows
-from ccr.evaluate.run import IMAGE_BATCH, TEXT_BATCH, embed_in_batches, read_image_embeddings, write_image_embeddings
+from ccr.evaluate.run import (
+    IMAGE_BATCH,
+    TEXT_BATCH,
+    embed_in_batches,
+    human_captions,
+    read_image_embeddings,
+    write_image_embeddings,
+)
 from ccr.params import QuerybankParams
 
 log = logging.getLogger(__name__)
@@ -52,10 +59,7 @@ def bank_caption_ids(inputs: Any, size: int, seed: int) -> list[str]:
 
     Drawn without replacement by ``seed``, in a fixed order, so the same inputs give the same bank.
     """
-    captions = read_captions(inputs.captions)
-    english = captions.filter(pc.and_(pc.and_(pc.equal(captions["split"], "train"), pc.equal(captions["lang"], "en")),
-                                      pc.equal(captions["origin"], "human")))
-    ids = english["caption_id"].to_pylist()
+    ids = human_captions(read_captions(inputs.captions), "train", "en")["caption_id"].to_pylist()
     if getattr(inputs, "translations", None):
         mt = pq.read_table(inputs.translations, columns=["caption_id", "split"])
         ids += mt.filter(pc.equal(mt["split"], "train"))["caption_id"].to_pylist()

@@ -143,9 +143,10 @@ def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def query_captions(captions: pa.Table, split: str, lang: str, pattern: str | None = None) -> pa.Table:
-    """A query set: the human captions of ``split`` in ``lang`` whose caption_id matches ``pattern``
-    (a regular expression; every one when None)."""
+def human_captions(captions: pa.Table, split: str, lang: str, pattern: str | None = None) -> pa.Table:
+    """The human captions of ``split`` in ``lang`` whose caption_id matches ``pattern`` (a regular
+    expression; every one when None): a query set, its val reference text, or the English training
+    captions."""
     queries = captions.filter(pc.and_(pc.and_(pc.equal(captions["split"], split), pc.equal(captions["lang"], lang)),
                                       pc.equal(captions["origin"], "human")))
     if pattern:
@@ -190,7 +191,7 @@ def evaluate(
     if images.num_rows == 0:
         raise ValueError(f"{images_path}: no images with split == '{split}'")
     query_lang = query_lang or lang
-    queries = query_captions(captions, split, query_lang, query_pattern)
+    queries = human_captions(captions, split, query_lang, query_pattern)
     if queries.num_rows == 0:
         langs = sorted(set(captions.filter(pc.equal(captions["split"], split))["lang"].to_pylist()))
         raise ValueError(f"{captions_path}: no human {split} captions with lang == '{query_lang}'"

@@ -108,15 +108,13 @@ def describer_pool(images_path: str | os.PathLike, captions_path: str | os.PathL
     import pyarrow.compute as pc
 
     from ccr.data.tables import read_captions, read_images
+    from ccr.evaluate.run import human_captions
     from ccr.features.store import read_features
 
     images = read_images(images_path)
     train_ids = images.filter(pc.equal(images["split"], "train"))["image_id"].to_pylist()
     feats = read_features(image_features_path, with_tokens=False).take(train_ids)
-    caps = read_captions(captions_path)
-    keep = pc.and_(pc.and_(pc.equal(caps["split"], "train"), pc.equal(caps["lang"], "en")),
-                   pc.equal(caps["origin"], "human"))
-    caps = caps.filter(keep)
+    caps = human_captions(read_captions(captions_path), "train", "en")
     pool = {"image_ids": train_ids, "caption_ids": caps["caption_id"].to_pylist(),
             "caption_image_ids": caps["image_id"].to_pylist(), "caption_texts": caps["text"].to_pylist()}
     return pool, torch.from_numpy(np.ascontiguousarray(feats.pooled, dtype=np.float32))
