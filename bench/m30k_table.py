@@ -71,6 +71,21 @@ def summary(rows: pa.Table, split: str) -> tuple[list[str], list[list[str]], pa.
     return header, [[s, d, str(seeds[(s, d)]), *[cells[(s, d)].get(q, "") for q in langs]] for s, d in order], agg
 
 
+def margins(agg: pa.Table, system: str, baseline: str, describer: str = "knn-captions") -> list[str]:
+    """Markdown rows: per query set, ``system``'s mean test mR minus ``baseline``'s (unrounded, 2 decimals)
+    against three times the larger of their two sample stds (issue 8's bar)."""
+    stats = {(r["system"], r["lang"]): (r["mr_mean"], r["mr_std"]) for r in agg.to_pylist()
+             if r["describer"] == describer}
+    lines = [f"| query set | {system} | {baseline} | margin | 3 std | clears it |", "|---|---|---|---|---|---|"]
+    for lang in QUERY_SETS:
+        if (system, lang) not in stats or (baseline, lang) not in stats:
+            continue
+        (a, sa), (b, sb) = stats[(system, lang)], stats[(baseline, lang)]
+        bar = 3 * max(sa or 0.0, sb or 0.0)
+        lines.append(f"| {lang} | {a:.2f} | {b:.2f} | {a - b:+.2f} | {bar:.2f} | {'yes' if a - b > bar else 'no'} |")
+    return lines
+
+
 def _mean(agg: pa.Table, key: tuple[str, str], lang: str) -> float:
     for r in agg.to_pylist():
         if (r["system"], r["describer"], r["lang"]) == (*key, lang):
@@ -109,6 +124,8 @@ def main() -> None:
              "Test gallery 1,000 images (chance mR about 0.5); mean +- sample std over seeds; recalls in %. "
              "Produced by `make bench-m30k` (config/m30k-f8k.yaml, -ablation.yaml and -tags.yaml).", "",
              "## mR per query set", "", to_markdown(header, body), "",
+             "## full over linear (mean test mR, unrounded; 3 std: three times the larger sample std)", "",
+             *margins(agg, "full", "linear"), "",
              "## Recall@K", "", to_markdown(full_header, full_rows), ""]
     if args.val:
         val_report = newest(root, "val")
