@@ -2,10 +2,12 @@
 
 Reads the reports of config/m30k-f8k.yaml (knn-captions describer, 3 seeds), config/m30k-f8k-ablation.yaml
 (the slot and softened-matching ablation rows, one seed) and config/m30k-f8k-tags.yaml (the imagenet-tags
-describer, side by side for zero-shot and full), and writes
+describer, side by side for zero-shot and full-one-student), and writes
 
 * ``table.md`` / ``table.parquet``: per system and describer, test mR mean +- sample std over seeds for
-  each query set (fr, de, cs, de-task2), then the full Recall@K table;
+  each query set (fr, de, cs, de-task2); full's margin over linear and each switch's delta (unrounded
+  means against three times the larger std); the per-seed mR of full (with and without centering),
+  linear and the systems run with both describers; then the full Recall@K table;
 * the MT quality (BLEU/chrF) of the configured MT backends;
 * ``examples.html``: the top-5 retrievals of 20 test queries per query set for one system.
 
@@ -31,6 +33,15 @@ from ccr.report.html import Thumbnails, examples_fragment, page
 from ccr.report.tables import display_rows, fetch_arrow, format_mean_std, metric_columns, to_markdown
 
 QUERY_SETS = ("fr", "de", "cs", "de-task2")
+# the benchmark's switches: (system, the same students without it), for their deltas on test
+SWITCHES = (
+    ("full", "full-no-centering"),
+    ("linear", "linear-no-centering"),
+    ("full-no-centering", "full-no-fusion"),
+    ("full-one-student", "full-no-qb"),
+    ("linear-one-student", "linear-no-qb"),
+    ("mt", "mt-no-qb"),
+)
 # the three-seed val checks after the sweep: (run name, heading)
 VAL_CHECKS = (
     ("val-seeds", "Three seeds on val: the sweep's choice against its baseline, and leads"),
@@ -86,6 +97,24 @@ def margins(agg: pa.Table, system: str, baseline: str, describer: str = "knn-cap
     return lines
 
 
+def per_seed(rows: pa.Table, systems: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Test mR of each seed (unrounded, 2 decimals) for ``systems`` and for every system run with more
+    than one describer (so the describers pair up seed by seed)."""
+    test = [r for r in rows.select(["system", "describer", "seed", "lang", "mr", "split"]).to_pylist()
+            if r["split"] == "test"]
+    describers: dict[str, set[str]] = {}
+    for r in test:
+        describers.setdefault(r["system"], set()).add(r["describer"])
+    shown = set(systems) | {s for s, found in describers.items() if len(found) > 1}
+    cells: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in sorted(test, key=lambda r: (r["system"], r["describer"], r["seed"])):
+        if r["system"] in shown:
+            cells.setdefault((r["system"], r["describer"], r["seed"]), {})[r["lang"]] = r["mr"]
+    header = ["system", "describer", "seed", *QUERY_SETS]
+    return header, [[s, d, str(seed), *[f"{cells[(s, d, seed)][q]:.2f}" if q in cells[(s, d, seed)] else ""
+                                        for q in QUERY_SETS]] for s, d, seed in cells]
+
+
 def _mean(agg: pa.Table, key: tuple[str, str], lang: str) -> float:
     for r in agg.to_pylist():
         if (r["system"], r["describer"], r["lang"]) == (*key, lang):
@@ -126,7 +155,12 @@ def main() -> None:
              "## mR per query set", "", to_markdown(header, body), "",
              "## full over linear (mean test mR, unrounded; 3 std: three times the larger sample std)", "",
              *margins(agg, "full", "linear"), "",
-             "## Recall@K", "", to_markdown(full_header, full_rows), ""]
+             "## Each switch's delta (mean test mR, unrounded; the same check)", ""]
+    for system, without in SWITCHES:
+        if {system, without} <= set(rows.column("system").to_pylist()):
+            lines += margins(agg, system, without) + [""]
+    lines += ["## mR per seed (test)", "", to_markdown(*per_seed(rows, ["full", "full-no-centering", "linear"])), "",
+              "## Recall@K", "", to_markdown(full_header, full_rows), ""]
     if args.val:
         val_report = newest(root, "val")
         if val_report is not None:
