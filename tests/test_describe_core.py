@@ -154,7 +154,7 @@ def test_missing_image_names_file(tmp_path, toy):
 
 @pytest.fixture(scope="module")
 def tagger():
-    return DESCRIBERS.create("imagenet-tags", views=3, threads=1, batch_size=2)
+    return DESCRIBERS.create("imagenet-tags", views=3, threads=1, batch_size=2, source="pixels")
 
 
 def test_imagenet_tags_two_images(tmp_path, tagger):
@@ -175,7 +175,7 @@ def test_imagenet_tags_two_images(tmp_path, tagger):
 def test_imagenet_tags_through_describe_images(tmp_path, tagger):
     images = _images_table(tmp_path, 2)
     out = tmp_path / "desc.parquet"
-    describe_images(images, "imagenet-tags", {"views": 4, "threads": 1}, out)
+    describe_images(images, "imagenet-tags", {"views": 4, "threads": 1, "source": "pixels"}, out)
     t = read_captions(out)
     assert t.column("caption_id").to_pylist() == [f"im{i}#desc{k}" for i in range(2) for k in range(4)]
     assert t.column("text")[3].as_py().startswith("it could also be")
@@ -197,6 +197,8 @@ def test_imagenet_tags_params():
         DESCRIBERS.create("imagenet-tags", views=9)
     with pytest.raises(ValueError, match="bad params"):
         DESCRIBERS.create("imagenet-tags", colour=True)
+    with pytest.raises(ValueError, match="source"):
+        DESCRIBERS.create("imagenet-tags", source="crop")
 
 
 def test_class_names_and_colours():
@@ -222,5 +224,5 @@ def test_knn_captions_through_the_stage_reads_tables_not_pixels(tmp_path):
     train_text = {r["text"] for r in pq.read_table(data.captions).to_pylist()
                   if r["split"] == "train" and r["lang"] == "en"}
     assert set(a.column("text").to_pylist()) <= train_text  # train captions only, never val/test ones
-    with pytest.raises(ValueError, match="needs captions, image_features"):
+    with pytest.raises(ValueError, match="needs captions and image_features"):
         describe_images(data.images, "knn-captions", params, tmp_path / "c.parquet")

@@ -19,9 +19,32 @@ GPU_BACKENDS: dict[str, dict[str, int]] = {
 }
 
 
-# Describers that work from tables instead of pixels, and what they read beside the images table
-# (kept equal to the describers' own ``needs`` by tests/test_gpu_readiness.py).
-TABLE_DESCRIBERS: dict[str, tuple[str, ...]] = {"knn-captions": ("captions", "image_features")}
+def describer_needs(backend: str, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """What a describer reads beside the images table ("captions", "image_features"), as its ``needs``
+    says (kept equal by tests/test_gpu_readiness.py); () for one that reads only the pixels."""
+    if backend == "knn-captions":
+        return ("captions", "image_features")
+    if backend == "imagenet-tags" and (params or {}).get("source", "image-features") == "image-features":
+        return ("image_features",)
+    return ()
+
+
+# Image encoders with an ImageNet head that imagenet-tags can apply to their features (the keys of
+# ccr.features.images.LITE_VARIANTS, which imports numpy: the scheduler needs only Snakemake; a test
+# keeps the two equal).
+IMAGENET_HEAD_ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
+
+
+def check_describer(describe: Mapping[str, Any], image_encoder: Mapping[str, Any]) -> None:
+    """Refuse (naming the config keys) a describer that would read image features it cannot use:
+    ``imagenet-tags`` from the features needs an EfficientNet-Lite encoder, whose ImageNet head it applies."""
+    if (describe["backend"] == "imagenet-tags" and "image_features" in describer_needs(describe["backend"],
+                                                                                      describe.get("params"))
+            and image_encoder["backend"] not in IMAGENET_HEAD_ENCODERS):
+        raise ValueError(f"config describe.params.source: 'image-features' (the default of imagenet-tags) applies the "
+                         f"ImageNet head of an EfficientNet-Lite image encoder ({', '.join(IMAGENET_HEAD_ENCODERS)}), "
+                         f"but features.image.backend is '{image_encoder['backend']}': set describe.params.source: "
+                         "pixels")
 
 
 def wants_gpu(spec: Mapping[str, Any] | None) -> bool:

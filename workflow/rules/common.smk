@@ -163,8 +163,10 @@ DS = f"{DATASET}-{DATA_KEY}"
 IMAGE_ENC = canonical(config["features"]["image"])
 IMAGE_KEY = encoder_key(IMAGE_ENC["backend"], IMAGE_ENC["params"])
 DESCRIBE = canonical(config["describe"])
-# a describer that reads the image features (knn-captions) describes differently with other features
-DESCRIBE_NEEDS = jobs.TABLE_DESCRIBERS.get(DESCRIBE["backend"], ())
+# a describer that reads the image features (knn-captions, imagenet-tags by default) describes
+# differently with other features
+DESCRIBE_NEEDS = jobs.describer_needs(DESCRIBE["backend"], DESCRIBE["params"])
+jobs.check_describer(DESCRIBE, IMAGE_ENC)
 DESC_KEY = backend_key(
     DESCRIBE["backend"],
     {
@@ -586,7 +588,7 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
             else None
         ),
         "description_role": TEXT_ENC["description_role"],
-        "describer_pool": plan.use_slots and bool(DESCRIBE_NEEDS),
+        "describer_pool": plan.use_slots and "captions" in DESCRIBE_NEEDS,
         "query_languages": sorted({language_code(lang) for lang in langs}),
         "query_sets": langs,
         "source": {"dataset": DS, "trainset": plan.trainset, "seed": int(seed)},

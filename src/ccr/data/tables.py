@@ -89,6 +89,22 @@ def validate_captions(table: pa.Table, where: str = "captions") -> pa.Table:
     return table
 
 
+def description_rows(image_ids: list[str], splits: list[str], texts: list[list[str]], where: str) -> pa.Table:
+    """Description rows (captions schema) of images and their views, image order then view order:
+    ``caption_id = f"{image_id}#desc{v}"``, lang "en", origin "description", whitespace collapsed."""
+    ids = [(iid, split, v) for iid, split, views in zip(image_ids, splits, texts, strict=True) for v in range(len(views))]
+    n = len(ids)
+    return validate_captions(pa.table({
+        "caption_id": [f"{iid}#desc{v}" for iid, _, v in ids],
+        "image_id": [iid for iid, _, _ in ids],
+        "lang": ["en"] * n,
+        "text": [" ".join(t.split()) for views in texts for t in views],
+        "origin": ["description"] * n,
+        "split": [split for _, split, _ in ids],
+        "source_id": pa.nulls(n, pa.string()),
+    }, schema=CAPTIONS_SCHEMA), where=where)
+
+
 def empty_captions() -> pa.Table:
     return CAPTIONS_SCHEMA.empty_table()
 

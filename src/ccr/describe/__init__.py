@@ -6,8 +6,9 @@ the captions schema: ``caption_id = f"{image_id}#desc{k}"`` for view ``k``, ``la
 
 Backends (chosen by name in ``config.yaml``, see ``docs/backends-translate-describe.md``):
 
-- ``imagenet-tags`` (offline default): NOT a captioning model. An ImageNet classifier (EfficientNet-Lite0)
-  plus pixel colour statistics turned into short template sentences; stands in for the MLLM offline.
+- ``imagenet-tags`` (offline default): NOT a captioning model. An ImageNet classifier (by default the head
+  of the EfficientNet-Lite image encoder, on the image features: one pass over the images) plus pixel
+  colour statistics turned into short template sentences; stands in for the MLLM offline.
 - ``hf-vlm``: a Hugging Face image-text-to-text model (Qwen2-VL, LLaVA, ...), one prompt per view.
 - ``vllm``: the same with vLLM on a GPU node (fast batched generation).
 - ``knn-captions`` (offline): NOT a captioning model either. The English human captions of the image's
@@ -70,8 +71,8 @@ def describe_images(
 ) -> None:
     """Describe every image of ``images_path`` with ``backend``; write the description rows to ``out_path``.
 
-    A describer that works from tables rather than pixels (``needs``: ``knn-captions``) also gets the
-    captions table (``captions_path``) and the image features (``image_features_path``).
+    A describer that works from tables (``needs``: knn-captions the captions table ``captions_path`` and
+    the image features ``image_features_path``; imagenet-tags by default the image features) gets them.
 
     One shard of ``shard_size`` images per :class:`ccr.io.ShardedWriter` shard, so a crashed run resumes
     where it stopped; the final table is in image order, views in order. ``part=(i, n)``: describe only
@@ -98,8 +99,8 @@ def describe_images(
         given = {"captions": captions_path, "image_features": image_features_path}
         lacking = [name for name in needs if given[name] is None]
         if lacking:
-            raise ValueError(f"describe backend '{backend}' needs {', '.join(lacking)} (the captions table and the "
-                             "image features) beside the images")
+            raise ValueError(f"describe backend '{backend}' needs {' and '.join(lacking)} beside the images "
+                             f"(it reads {' and '.join(needs)}: the captions table, the image features)")
         inputs.update({name: read_fingerprint(given[name]) for name in needs})
         tables["captions"] = read_captions(captions_path) if "captions" in needs else None
         tables["features"] = read_features(image_features_path, with_tokens=False) if "image_features" in needs else None

