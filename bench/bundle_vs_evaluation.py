@@ -3,10 +3,10 @@
 For the bundle of ``--system`` that serves ``--query-set`` (seed ``--seed``), as the workflow exported it:
 the query set's test captions are embedded from their **text** by the bundle (given their language,
 so its language centering applies) and from the cached features by the evaluation's retriever (its
-students, fused when an ensemble, with the same centering); the test gallery by the retriever, and
-``--pixels`` of its photos by the bundle from the image files. Prints the smallest cosines and the
-test mR of both against the retriever's gallery, without the querybank (bundles rank by their
-students alone; the evaluated, querybank figure is printed beside them).
+students, fused when an ensemble, with the same centering, and the querybank the bundle carries, its
+banks embedded again here); the test gallery by the retriever, and ``--pixels`` of its photos by the
+bundle from the image files. Prints the smallest cosines and the test mR of both against the
+retriever's gallery, beside the mR the workflow evaluated.
 
     .venv/bin/python bench/bundle_vs_evaluation.py --system linear --query-set cs
     .venv/bin/python bench/bundle_vs_evaluation.py --system full --query-set fr --pixels 64
@@ -42,6 +42,7 @@ def main() -> None:
     from ccr.data.tables import read_captions, read_images
     from ccr.evaluate.centering import language_centering, with_centering
     from ccr.evaluate.metrics import recall_at_k
+    from ccr.evaluate.querybank import with_querybank
     from ccr.evaluate.run import human_captions
     from ccr.search.bundle import load_bundle
     from ccr.train.retriever import EnsembleRetriever, StudentRetriever
@@ -72,6 +73,8 @@ def main() -> None:
     retriever = retrievers[0] if len(retrievers) == 1 else EnsembleRetriever(retrievers, [m["weight"] for m in members])
     alpha = (bundle.meta.get("centering") or {}).get("languages", {}).get(code, {}).get("alpha", 0.0)
     with_centering(retriever, language_centering(inputs, {"alpha": alpha}, code, pattern, "test"))
+    querybank = source.get("evaluated_with_querybank") if bundle.meta.get("querybank") else None
+    retriever = with_querybank(retriever, inputs, querybank)  # as the evaluation folded it (None: off)
 
     queries = human_captions(read_captions(inputs.captions), "test", code, pattern).to_pylist()
     images = [r for r in read_images(inputs.images).to_pylist() if r["split"] == "test"]
@@ -81,10 +84,10 @@ def main() -> None:
     expected = retriever.embed_texts([q["caption_id"] for q in queries])
     ours = bundle.embed_texts([q["text"] for q in queries], [code] * len(queries))
     out = {"bundle": str(path.relative_to(REPO)), "students": [m["student_key"] for m in members],
-           "weights": [m["weight"] for m in members], "centering_alpha": alpha, "n_queries": len(queries),
-           "text_cosine_min": float((ours * expected).sum(1).min()),
-           "mr_retriever_no_querybank": recall_at_k(expected, gallery, q2g, use_gpu=False)["mr"],
-           "mr_bundle_no_querybank": recall_at_k(ours, gallery, q2g, use_gpu=False)["mr"],
+           "weights": [m["weight"] for m in members], "centering_alpha": alpha, "querybank": querybank,
+           "n_queries": len(queries), "text_cosine_min": float((ours * expected).sum(1).min()),
+           "mr_retriever": recall_at_k(expected, gallery, q2g, use_gpu=False)["mr"],
+           "mr_bundle": recall_at_k(ours, gallery, q2g, use_gpu=False)["mr"],
            "mr_evaluated": evaluated[args.seed]}
     if args.pixels:
         pixels = bundle.embed_images([str(data / r["path"]) if not Path(r["path"]).is_absolute() else r["path"]

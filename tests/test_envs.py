@@ -52,7 +52,7 @@ RULE_REGISTRIES = {
 # A rule whose conda: is a function (the env chosen at run time): its env family by name.
 RULE_ENV = {"prepare_dataset": "data", "translate_captions": "translate", "mt_quality": "translate",
             "describe_images": "describe", "embed_images": "features", "embed_texts": "features",
-            "train_teacher": "train", "train_student": "train", "evaluate": "evaluate", "embed_gallery": "evaluate", "embed_image_bank": "evaluate",
+            "train_teacher": "train", "train_student": "train", "evaluate": "evaluate", "embed_gallery": "evaluate", "embed_text_bank": "evaluate", "embed_image_bank": "evaluate",
             "back_translate_captions": "translate", "combine_backtranslations": "data", "report": "report"}
 
 

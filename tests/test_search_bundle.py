@@ -107,6 +107,55 @@ def test_a_bundle_with_centering_moves_queries_of_its_language_as_the_evaluation
 
 
 @pytest.mark.slow
+def test_a_bundle_with_a_querybank_ranks_as_the_evaluation_ranked(tiny_reference, tmp_path):
+    """The evaluation's banks, embedded by the student, travel in the bundle: its images and queries
+    come out folded with their biases exactly as QuerybankNormalised folds them, so the inner products
+    (and a gallery's rankings, both ways) are the evaluation's."""
+    from ccr.evaluate.querybank import bank_caption_ids, bank_image_ids, with_querybank
+
+    inputs = train_inputs(tiny_reference)
+    params = {"texts": 40, "images": 16, "beta": 10}
+    plain = StudentRetriever(student_of(tiny_reference), inputs, {"device": "cpu"})
+    normalised = with_querybank(StudentRetriever(student_of(tiny_reference), inputs, {"device": "cpu"}), inputs, params)
+    texts, images = bank_caption_ids(inputs, 40, 0), bank_image_ids(inputs, 16, 0)
+    banks = {"beta": 10, "texts": plain.embed_texts(texts), "images": plain.embed_images(images)}
+    path = export_bundle(student_of(tiny_reference), tmp_path / "b.pt", **ENCODERS, query_languages=["fr"],
+                         querybank=banks)
+    bundle = load_bundle(path)
+    assert bundle.meta["querybank"] == {"beta": 10.0, "texts": len(texts), "images": len(images)}
+    assert bundle.dim == bundle.meta["embed_dim"] + 4 == normalised.embed_images(images[:1]).shape[1]
+    gallery = gallery_images(tiny_reference)[:8]
+    ids = [i for i, _ in gallery]
+    feats = read_feature_rows(inputs.image_features, ids, True, "image features")
+    desc, mask = load_descriptions(inputs, ids, split=None)
+    ours = bundle.embed_image_features(feats.pooled, feats.tokens, desc, mask)
+    np.testing.assert_allclose(ours, normalised.embed_images(ids), atol=1e-5)
+    # image' = [a g, a bias(g), a, rest, 0]: the student's own vector, scaled, then the bias
+    np.testing.assert_allclose(ours[:, :-4], plain.embed_images(ids) * ours[:, -3:-2], atol=1e-5)
+    queries = french_queries(tiny_reference)[:6]
+    q = bundle.embed_texts([r["text"] for r in queries])
+    np.testing.assert_allclose(q, normalised.embed_texts([r["caption_id"] for r in queries]), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)  # still unit rows: FAISS takes them
+    # the bias moves the ranking: the gallery ranked by the bundle is not the plain student's
+    plain_scores = plain.embed_texts([r["caption_id"] for r in queries]) @ plain.embed_images(ids).T
+    assert not np.array_equal(np.argsort(-(q @ ours.T), axis=1), np.argsort(-plain_scores, axis=1))
+    # an index of the photos (from their files) and a search rank as the folded vectors do
+    from ccr.search.gallery import index_images, open_index
+
+    index_images(path, [p for _, p in gallery], tmp_path / "idx", shard_size=4)
+    index, same = open_index(tmp_path / "idx")
+    hits = index.search(same.embed_texts([r["text"] for r in queries]), k=8)
+    by_path = {p: row for row, (_, p) in enumerate(gallery)}
+    for hit_list, scores in zip(hits, q @ ours.T, strict=True):
+        assert [h.score for h in hit_list] == pytest.approx(sorted(scores, reverse=True), abs=1e-4)
+        assert [by_path[h.path] for h in hit_list][0] == int(np.argmax(scores))
+    with pytest.raises(ValueError, match=r"querybank 'texts' must be finite \(n, "):
+        export_bundle(student_of(tiny_reference), tmp_path / "c.pt", **ENCODERS, query_languages=["fr"],
+                      querybank={"beta": 10, "texts": banks["texts"][:, :3]})
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.slow
 def test_an_ensemble_bundle_embeds_like_the_ensembles_retriever(tiny_reference, tmp_path):
     """Two students (the trained one and a randomly initialised one of the same architecture), weights
     3:1: the bundle's vectors are EnsembleRetriever's, from features and from the pixels."""

@@ -16,12 +16,14 @@ from ccr.models.checkpoint import load_checkpoint
 @pytest.mark.slow
 def test_querybank_reevaluates_without_retraining(finished_run):
     """Turned on for `full`: nothing is trained or overwritten; one gallery (four columns wider than the
-    student's own), one image bank and the evaluation of the same student are added."""
+    student's own), one text bank, one image bank, the evaluation of the same student and its bundle
+    (with the banks) are added."""
     config = tiny_config()
     config["systems"]["full"] = {"querybank": {"texts": 50, "images": 20, "beta": 10}}  # zero-shot stays as it was
     before = digests(finished_run / "results")
     with with_config(finished_run, config):
-        assert planned_jobs(finished_run) == {"embed_gallery", "embed_image_bank", "evaluate", "report", "export_bundle"}
+        assert planned_jobs(finished_run) == {"embed_gallery", "embed_text_bank", "embed_image_bank", "evaluate",
+                                              "report", "export_bundle"}
         snakemake(finished_run)
     after = digests(finished_run / "results")
     assert not [k for k in before if after.get(k) != before[k]]  # the students and the old evaluations stay
@@ -34,6 +36,14 @@ def test_querybank_reevaluates_without_retraining(finished_run):
 
     assert len(dims(new)) == 1 and dims(new)[0] - 4 in dims(before), (dims(before), dims(new))
     assert len([k for k in new if "/imagebanks/" in k]) == 1  # one image bank for the model
+    assert len([k for k in new if "/textbanks/" in k]) == 1  # and one text bank
+    # the bundle of that student carries both banks: its search ranks with the querybank too
+    bundle = next(k for k in new if k.startswith("bundles/") and k.endswith("/bundle.pt"))
+    ckpt = load_checkpoint(finished_run / "results" / bundle)
+    banks, dim = ckpt["meta"]["querybank"], ckpt["meta"]["embed_dim"]
+    assert banks["beta"] == 10.0 and 0 < banks["texts"] <= 50 and 0 < banks["images"] <= 20  # tiny has few
+    assert ckpt["state_dict"]["querybank.texts"].shape == (banks["texts"], dim)
+    assert ckpt["state_dict"]["querybank.images"].shape == (banks["images"], dim)
 
 
 @pytest.mark.slow

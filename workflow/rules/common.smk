@@ -546,6 +546,22 @@ def image_bank_path(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/imagebanks/{eval_plan(system, lang, seed).gallery}.parquet"
 
 
+def text_bank_path(system: str, lang: str, seed) -> str:
+    """The querybank's training texts embedded once per model (evaluate.querybank texts > 0)."""
+    return f"{RUNS_DIR}/textbanks/{eval_plan(system, lang, seed).gallery}.parquet"
+
+
+def querybank_banks(system: str, lang: str, seed) -> dict:
+    """The embedded banks of the model's querybank, by input name ({} when it is off)."""
+    querybank = querybank_of(system)
+    banks = {}
+    if querybank.get("texts"):
+        banks["textbank"] = text_bank_path(system, lang, seed)
+    if querybank.get("images"):
+        banks["imagebank"] = image_bank_path(system, lang, seed)
+    return banks
+
+
 def eval_dir(system: str, lang: str, seed) -> str:
     return f"{RUNS_DIR}/evals/{eval_plan(system, lang, seed).key}"
 
@@ -603,8 +619,9 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
         spec["source"]["student_key"] = answering[0][1]
     querybank = querybank_of(system)
     if querybank:
-        # its metrics were measured with it; the bundle's search ranks by the students alone
+        # its metrics were measured with it; the bundle carries its banks and ranks with it too
         spec["source"]["evaluated_with_querybank"] = querybank
+        spec["querybank"] = querybank
     # the centering its queries were evaluated with, per language code: its search applies it too
     centering = {
         language_code(other): evals[other].centering["alpha"]
@@ -620,6 +637,7 @@ def bundle_plan(system: str, lang: str, seed) -> SimpleNamespace:
         key=key,
         spec=spec,
         student=plan.student,
+        banks=querybank_banks(system, lang, seed),
         metrics=[
             f"{RUNS_DIR}/evals/{evals[other].key}/metrics.json" for other in langs
         ],
@@ -871,13 +889,25 @@ def evaluate_inputs(wildcards) -> dict:
         **model_inputs(system, lang, seed),
         "gallery": gallery_path(system, lang, seed),
     }
-    if querybank_of(system).get("images"):
-        inputs["imagebank"] = image_bank_path(system, lang, seed)
+    banks = querybank_banks(system, lang, seed)
+    if "imagebank" in banks:
+        inputs["imagebank"] = banks["imagebank"]
     return inputs
 
 
-def gallery_inputs(wildcards) -> dict:
+def bank_inputs(wildcards) -> dict:
+    """A querybank's bank is embedded by the model alone."""
     return model_inputs(*GALLERIES[wildcards.gkey])
+
+
+def gallery_inputs(wildcards) -> dict:
+    """The model, and its text bank when the querybank normalises the gallery by one."""
+    system, lang, seed = GALLERIES[wildcards.gkey]
+    banks = querybank_banks(system, lang, seed)
+    return {
+        **model_inputs(system, lang, seed),
+        **{k: v for k, v in banks.items() if k == "textbank"},
+    }
 
 
 def ensemble_weights(plan: SimpleNamespace) -> dict:
@@ -939,7 +969,7 @@ def embed_texts_inputs(wildcards) -> dict:
 def export_bundle_inputs(wildcards) -> dict:
     """A bundle is made from its student (or students) and the evaluations whose metrics it carries."""
     plan = bundle_plan(*BUNDLES[wildcards.bkey])
-    inputs = {"student": plan.student, "metrics": plan.metrics}
+    inputs = {"student": plan.student, "metrics": plan.metrics, **plan.banks}
     if plan.spec[
         "describer_pool"
     ]:  # a table describer travels with the training data it reads

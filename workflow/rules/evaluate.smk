@@ -1,8 +1,9 @@
 # ccr.evaluate: FAISS Recall@K on the test split (the first and only time test rows are read), or on
 # val when a config chooses settings. {gkey} hashes the model and the split: its gallery is embedded
-# once and shared by every query set; {ekey} hashes the model and the query set. With
-# evaluate.querybank images > 0, the training images of its bank are embedded once per model too
-# (rule embed_image_bank), for the image->text normalisation of every query set.
+# once and shared by every query set; {ekey} hashes the model and the query set. With the querybank
+# on, its training texts and images are embedded once per model too (rules embed_text_bank and
+# embed_image_bank): the texts normalise the gallery (text->image), the images every query set
+# (image->text), and the model's search bundle carries both.
 
 
 rule embed_gallery:
@@ -27,9 +28,31 @@ rule embed_gallery:
         "../scripts/embed_gallery.py"
 
 
+rule embed_text_bank:
+    input:
+        unpack(bank_inputs),
+    output:
+        f"{RUNS_DIR}/textbanks/{{gkey}}.parquet",
+    log:
+        f"logs/{DS}/embed_text_bank/{{gkey}}.log",
+    benchmark:
+        f"benchmarks/{DS}/embed_text_bank/{{gkey}}.tsv"
+    conda:
+        conda_env("evaluate", gpus=job_resource("evaluate", "gpu"))
+    threads: 1
+    resources:
+        mem_mb=job_resource("embed_text_bank", "mem_mb", default=4000),
+        runtime=job_resource("embed_text_bank", "runtime", default=LIGHT_JOB_MINUTES),
+        gpu=job_resource("evaluate", "gpu"),
+    params:
+        spec=gallery_params,
+    script:
+        "../scripts/embed_querybank.py"
+
+
 rule embed_image_bank:
     input:
-        unpack(gallery_inputs),
+        unpack(bank_inputs),
     output:
         f"{RUNS_DIR}/imagebanks/{{gkey}}.parquet",
     log:
@@ -46,7 +69,7 @@ rule embed_image_bank:
     params:
         spec=gallery_params,
     script:
-        "../scripts/embed_image_bank.py"
+        "../scripts/embed_querybank.py"
 
 
 rule evaluate:

@@ -10,7 +10,8 @@ def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     spec = snakemake.params.spec
     inputs, retriever = load_job_retriever(snakemake.input, "en", spec["student"], spec.get("ensemble"))
-    retriever = with_querybank(retriever, inputs, spec["querybank"])  # a no-op when off
+    # a no-op when off; the text bank was embedded once for the model by rule embed_text_bank
+    retriever = with_querybank(retriever, inputs, spec["querybank"], text_bank=snakemake.input.get("textbank"))
     # keyed like every other table: the model's settings and the content of what it read
     made_from = named_fingerprints(snakemake.input.items())
     key = fingerprint("embed_gallery", {k: spec[k] for k in ("split", "student", "querybank", "ensemble") if k in spec},

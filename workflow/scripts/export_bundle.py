@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ccr.evaluate.centering import bundle_centering
+from ccr.evaluate.run import read_embeddings
 from ccr.io import setup_logging
 from ccr.search import export_bundle
 from ccr.search.bundle import describer_pool
@@ -37,7 +38,17 @@ def main(snakemake) -> None:
         if spec.get("centering")
         else None,
         weights=weights,
+        querybank=querybank_banks(snakemake.input, spec.get("querybank")),
     )
+
+
+def querybank_banks(inputs, querybank: dict | None) -> dict | None:
+    """The banks its evaluation's querybank was embedded with (rules embed_text_bank, embed_image_bank)."""
+    if not querybank:
+        return None
+    banks = {name: read_embeddings(inputs.get(f"{kind}bank"), key)[1] if inputs.get(f"{kind}bank") else None
+             for name, kind, key in (("texts", "text", "caption_id"), ("images", "image", "image_id"))}
+    return {"beta": querybank["beta"], **banks}
 
 
 if __name__ == "__main__":

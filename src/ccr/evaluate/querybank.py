@@ -46,7 +46,9 @@ from ccr.evaluate.run import (
     TEXT_BATCH,
     embed_in_batches,
     human_captions,
+    read_embeddings,
     read_image_embeddings,
+    write_embeddings,
     write_image_embeddings,
 )
 from ccr.params import QuerybankParams
@@ -93,7 +95,8 @@ def _bias(bank: np.ndarray | None, rows: np.ndarray, beta: float) -> np.ndarray:
     return -(top[:, 0] + np.log(np.exp(sims - top).sum(axis=1))) / beta
 
 
-def _scale(bank_size: int, beta: float) -> float:
+def querybank_scale(bank_size: int, beta: float) -> float:
+    """The constant that keeps the folded rows unit vectors, for a bank of ``bank_size`` on the other side."""
     bound = 1.0 + math.log(bank_size) / beta if bank_size else 0.0  # |bias| <= bound for unit vectors
     return 1.0 / math.sqrt(2.0 + bound * bound)
 
@@ -102,21 +105,23 @@ class QuerybankNormalised:
     """A retriever whose embeddings rank by QB-Norm's inverted softmax in both directions (module doc).
 
     ``text_bank`` / ``image_bank``: training text / image ids, embedded by ``retriever`` on first use;
-    ``image_bank_vectors``: the image bank already embedded (the workflow embeds it once per model).
+    ``text_bank_vectors`` / ``image_bank_vectors``: a bank already embedded (the workflow embeds each once
+    per model, rules embed_text_bank and embed_image_bank).
     """
 
     def __init__(self, retriever: Any, text_bank: list[str], image_bank: list[str], beta: float,
-                 image_bank_vectors: np.ndarray | None = None):
-        if not text_bank and not image_bank and image_bank_vectors is None:
+                 image_bank_vectors: np.ndarray | None = None, text_bank_vectors: np.ndarray | None = None):
+        if not text_bank and not image_bank and image_bank_vectors is None and text_bank_vectors is None:
             raise ValueError("querybank: both banks are empty")
         self.retriever = retriever
         self.beta = float(beta)
         self.text_bank_ids, self.image_bank_ids = list(text_bank), list(image_bank)
-        self._text_bank: np.ndarray | None = None
+        self._text_bank = None if text_bank_vectors is None else unit_rows(text_bank_vectors, "text bank")
         self._image_bank = None if image_bank_vectors is None else unit_rows(image_bank_vectors, "image bank")
         n_images = len(self._image_bank) if self._image_bank is not None else len(self.image_bank_ids)
-        self.image_scale = _scale(len(self.text_bank_ids), self.beta)
-        self.text_scale = _scale(n_images, self.beta)
+        n_texts = len(self._text_bank) if self._text_bank is not None else len(self.text_bank_ids)
+        self.image_scale = querybank_scale(n_texts, self.beta)
+        self.text_scale = querybank_scale(n_images, self.beta)
 
     def text_bank(self) -> np.ndarray | None:
         if self._text_bank is None and self.text_bank_ids:
@@ -134,11 +139,21 @@ class QuerybankNormalised:
 
     def embed_images(self, image_ids: list[str]) -> np.ndarray:
         g = unit_rows(np.asarray(self.retriever.embed_images(image_ids), np.float32), "image embeddings")
-        return _fold(g, _bias(self.text_bank(), g, self.beta), self.image_scale, image_side=True)
+        return fold_images(g, self.text_bank(), self.beta, self.image_scale)
 
     def embed_texts(self, caption_ids: list[str]) -> np.ndarray:
         q = unit_rows(np.asarray(self.retriever.embed_texts(caption_ids), np.float32), "text embeddings")
-        return _fold(q, _bias(self.image_bank(), q, self.beta), self.text_scale, image_side=False)
+        return fold_texts(q, self.image_bank(), self.beta, self.text_scale)
+
+
+def fold_images(images: np.ndarray, text_bank: np.ndarray | None, beta: float, scale: float) -> np.ndarray:
+    """Unit image rows with their text-bank bias folded in (the image side of the module doc)."""
+    return _fold(images, _bias(text_bank, images, beta), scale, image_side=True)
+
+
+def fold_texts(texts: np.ndarray, image_bank: np.ndarray | None, beta: float, scale: float) -> np.ndarray:
+    """Unit text rows with their image-bank bias folded in (the text side of the module doc)."""
+    return _fold(texts, _bias(image_bank, texts, beta), scale, image_side=False)
 
 
 def _fold(rows: np.ndarray, bias: np.ndarray, scale: float, image_side: bool) -> np.ndarray:
@@ -153,16 +168,22 @@ def _fold(rows: np.ndarray, bias: np.ndarray, scale: float, image_side: bool) ->
 
 
 def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict | None,
-                   image_bank: str | Path | None = None) -> Any:
+                   image_bank: str | Path | None = None, text_bank: str | Path | None = None) -> Any:
     """``retriever`` itself when the querybank is off, else it wrapped in :class:`QuerybankNormalised`.
 
-    ``image_bank``: a table written by :func:`embed_image_bank` for this model and params (else the
-    training images are embedded here, on first use).
+    ``image_bank`` / ``text_bank``: tables written by :func:`embed_image_bank` / :func:`embed_text_bank`
+    for this model and params (else the bank is embedded here, on first use).
     """
     p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
     if not p.enabled:
         return retriever
     texts = bank_caption_ids(inputs, p.texts, p.seed) if p.texts else []
+    text_vectors = None
+    if texts and text_bank is not None:
+        ids, text_vectors = read_embeddings(text_bank, "caption_id")
+        if ids != texts:
+            raise ValueError(f"{text_bank}: its texts are not the querybank's {len(texts)} training texts "
+                             f"(seed {p.seed}); rerun embed_text_bank")
     vectors = None
     images: list[str] = []
     if p.images:
@@ -172,7 +193,7 @@ def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict |
             if ids != images:
                 raise ValueError(f"{image_bank}: its images are not the querybank's {len(images)} training images "
                                  f"(seed {p.seed}); rerun embed_image_bank")
-    return QuerybankNormalised(retriever, texts, images, p.beta, vectors)
+    return QuerybankNormalised(retriever, texts, images, p.beta, vectors, text_vectors)
 
 
 def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict, out_path: str | Path,
@@ -184,4 +205,18 @@ def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict
     ids = bank_image_ids(inputs, p.images, p.seed)
     table = write_image_embeddings(retriever, ids, "querybank images", out_path, fingerprint_)
     log.info("querybank: %d training images, dim %d -> %s", len(ids), table["embedding"].type.list_size, out_path)
+    return table
+
+
+def embed_text_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict, out_path: str | Path,
+                    fingerprint_: str | None = None) -> pa.Table:
+    """The querybank's training texts embedded once by ``retriever`` -> ``out_path`` (caption_id, embedding):
+    read by the gallery job (the images' bias) and carried by the search bundle (new images' bias)."""
+    p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
+    if not p.texts:
+        raise ValueError("querybank param 'texts' is 0: there is no text bank to embed")
+    ids = bank_caption_ids(inputs, p.texts, p.seed)
+    table = write_embeddings(retriever.embed_texts, ids, "caption_id", "querybank texts", out_path, TEXT_BATCH,
+                             fingerprint_)
+    log.info("querybank: %d training texts, dim %d -> %s", len(ids), table["embedding"].type.list_size, out_path)
     return table

@@ -78,8 +78,14 @@ def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike
 def write_image_embeddings(retriever: Retriever, image_ids: list[str], what: str, out_path: str | os.PathLike,
                            fingerprint_: str | None = None) -> pa.Table:
     """``image_ids`` embedded by ``retriever`` -> ``out_path`` (image_id, embedding), written atomically."""
-    emb = embed_in_batches(retriever.embed_images, image_ids, what, IMAGE_BATCH)
-    table = pa.table({"image_id": pa.array(image_ids, pa.string()), "embedding": fixed_list(emb)})
+    return write_embeddings(retriever.embed_images, image_ids, "image_id", what, out_path, IMAGE_BATCH, fingerprint_)
+
+
+def write_embeddings(embed: Any, ids: list[str], key: str, what: str, out_path: str | os.PathLike, batch: int,
+                     fingerprint_: str | None = None) -> pa.Table:
+    """``ids`` embedded by ``embed``, ``batch`` at a time -> ``out_path`` (``key``, embedding), written atomically."""
+    emb = embed_in_batches(embed, ids, what, batch)
+    table = pa.table({key: pa.array(ids, pa.string()), "embedding": fixed_list(emb)})
     if fingerprint_:
         table = stamp(table, fingerprint_)
     write_table_atomic(table, out_path)
@@ -88,9 +94,14 @@ def write_image_embeddings(retriever: Retriever, image_ids: list[str], what: str
 
 def read_image_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """The image ids and float32 embeddings of a table written by :func:`write_image_embeddings`."""
+    return read_embeddings(path, "image_id")
+
+
+def read_embeddings(path: str | os.PathLike, key: str) -> tuple[list[str], np.ndarray]:
+    """The ``key`` column and float32 embeddings of a table written by :func:`write_embeddings`."""
     table = pq.read_table(path)
     emb = table["embedding"].combine_chunks()
-    return table["image_id"].to_pylist(), emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size).astype(
+    return table[key].to_pylist(), emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size).astype(
         np.float32, copy=False)
 
 

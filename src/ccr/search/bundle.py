@@ -18,7 +18,11 @@ An ensemble's bundle (a query set answered by several students) holds ``meta["me
 student's ``arch`` / ``params`` / ``slot_fusion`` / ``student``, each with its relative ``weight``, and
 their weights as ``member<i>.*``; it embeds by the members' fused vectors, as the evaluation did.
 A bundle evaluated with language centering also holds its block means (``meta["centering"]``,
-tensors ``centering.*``), applied to queries whose language is given.
+tensors ``centering.*``), applied to queries whose language is given. A bundle evaluated with querybank
+normalisation holds its banks as the evaluation embedded them (``meta["querybank"]``: beta and the bank
+sizes; tensors ``querybank.texts`` / ``querybank.images``) and folds their biases into every embedding
+(:mod:`ccr.evaluate.querybank`), so a search ranks as the evaluation ranked; its vectors are then 4 wider
+than the students' (``dim = embed_dim + 4``).
 
 A describer that works from tables (``knn-captions``: the captions of the nearest *training* photos)
 travels with what it reads: the training images' pooled features (tensor ``describer_pool.features``)
@@ -99,6 +103,7 @@ def _spec(what: str, spec: Mapping[str, Any] | None, required: bool = True) -> d
 POOL_TENSOR = "describer_pool.features"
 # language centering's block means (ccr.evaluate.centering.bundle_centering): English's, and one per language
 CENTERING_TENSOR = "centering.{}"
+QUERYBANK_TENSOR = "querybank.{}"  # texts, images
 
 
 def describer_pool(images_path: str | os.PathLike, captions_path: str | os.PathLike,
@@ -146,7 +151,8 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
                   metrics: Mapping[str, Mapping[str, Any]] | None = None,
                   source: Mapping[str, Any] | None = None, description_role: str = "passage",
                   pool: tuple[dict[str, Any], torch.Tensor] | None = None,
-                  centering: Mapping[str, Any] | None = None, weights: Sequence[float] | None = None) -> Path:
+                  centering: Mapping[str, Any] | None = None, weights: Sequence[float] | None = None,
+                  querybank: Mapping[str, Any] | None = None) -> Path:
     """Write the bundle of the trained student at ``student_path`` to ``out_path`` (atomically).
 
     ``image_encoder`` / ``text_encoder`` / ``describer`` are ``{"backend", "params"}`` as in the
@@ -155,7 +161,9 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
     ``description_role``: the text encoder role the descriptions were embedded with; ``pool``
     (:func:`describer_pool`): what a table describer reads, required for one. ``centering``
     (:func:`ccr.evaluate.centering.bundle_centering`): the language centering its queries were evaluated
-    with, applied by :meth:`Bundle.embed_texts` to queries of a language it holds.
+    with, applied by :meth:`Bundle.embed_texts` to queries of a language it holds. ``querybank``:
+    ``{"beta", "texts", "images"}``, the evaluation's banks embedded by this model ((n, embed_dim) arrays,
+    either may be None), folded into the bundle's embeddings as the evaluation folded them.
 
     With ``weights``, ``student_path`` lists the students of an ensemble (ccr.train.EnsembleRetriever):
     the bundle holds each one (``meta.members``, weights ``member<i>.*``) and embeds by their fused
@@ -184,6 +192,7 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
         state = {f"member{i}.{k}": v for i, (_, weights_i) in enumerate(members) for k, v in weights_i.items()}
     else:
         model_fields, state = members[0]
+    banks = _querybank_banks(querybank, int(model_fields["embed_dim"]))
     bundle_meta = canonical({
         "bundle_format": BUNDLE_FORMAT,
         **model_fields,
@@ -209,6 +218,9 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
     state = dict(state)
     if slots and pool is not None:
         state[POOL_TENSOR] = pool[1]
+    if querybank is not None:
+        bundle_meta["querybank"] = {"beta": float(querybank["beta"]), **{name: len(b) for name, b in banks.items()}}
+        state.update({QUERYBANK_TENSOR.format(name): torch.from_numpy(b) for name, b in banks.items()})
     if centering:
         state[CENTERING_TENSOR.format("en")] = torch.from_numpy(np.asarray(centering["english"], np.float32))
         for code, c in centering["languages"].items():
@@ -218,6 +230,21 @@ def export_bundle(student_path: str | os.PathLike | Sequence[str | os.PathLike],
     log.info("exported bundle %s (%s) from %s: embed dim %d, slots %s, languages %s", out_path, checksum[:19],
              ", ".join(map(str, paths)), bundle_meta["embed_dim"], "yes" if slots else "no", ", ".join(langs))
     return Path(out_path)
+
+
+def _querybank_banks(querybank: Mapping[str, Any] | None, dim: int) -> dict[str, np.ndarray]:
+    """The querybank's embedded banks, checked: (n, dim) finite float32 rows, at least one bank."""
+    if querybank is None:
+        return {}
+    banks = {name: np.ascontiguousarray(querybank[name], np.float32) for name in ("texts", "images")
+             if querybank.get(name) is not None}
+    if not banks:
+        raise ValueError("export_bundle: a querybank needs its text bank, its image bank or both")
+    for name, bank in banks.items():
+        if bank.ndim != 2 or bank.shape[1] != dim or not len(bank) or not np.isfinite(bank).all():
+            raise ValueError(f"export_bundle: querybank '{name}' must be finite (n, {dim}) rows (the students' "
+                             f"embedding dim), got shape {bank.shape}")
+    return banks
 
 
 class Bundle:
@@ -230,11 +257,15 @@ class Bundle:
     def __init__(self, path: Path, meta: dict[str, Any], state_dict: dict[str, torch.Tensor], checksum: str,
                  device: str = "cpu", threads: int | None = None):
         self.path, self.meta, self.checksum = path, meta, checksum
-        self.dim = int(meta["embed_dim"])
+        self.querybank = meta.get("querybank") or None
+        # folded querybank biases make every vector 4 wider (ccr.evaluate.querybank)
+        self.dim = int(meta["embed_dim"]) + (4 if self.querybank else 0)
         self.device = pick_device(device)
         self.threads = threads
         state_dict = dict(state_dict)
         self.pool_features = state_dict.pop(POOL_TENSOR, None)
+        self.querybank_banks = {name: state_dict.pop(QUERYBANK_TENSOR.format(name)).numpy()
+                                for name in ("texts", "images") if QUERYBANK_TENSOR.format(name) in state_dict}
         self.centering = meta.get("centering") or None
         self.centering_means = {name: state_dict.pop(CENTERING_TENSOR.format(name)).numpy()
                                 for name in ["en", *(self.centering or {}).get("languages", {})]
@@ -316,16 +347,30 @@ class Bundle:
         if self.use_slots and desc is None:
             raise ValueError(f"{self.path}: the student uses semantic slots: description views are needed")
         pooled = np.asarray(pooled, np.float32)
-        return self._fused([
+        fused = self._fused([
             embed_image_arrays(model, pooled, tokens, desc if model.slot_module is not None else None,
                                desc_mask if model.slot_module is not None else None, beta, HEAD_BATCH, self.device)
             for model, beta, _, _ in self.members], len(pooled), "image embeddings")
+        return self._with_querybank(fused, image_side=True)
 
     def embed_text_features(self, pooled: np.ndarray) -> np.ndarray:
         """Pooled sentence features (n, Dt) -> embeddings (n, dim)."""
         pooled = np.asarray(pooled, np.float32)
-        return self._fused([embed_text_arrays(model, pooled, beta, HEAD_BATCH, self.device)
-                            for model, beta, _, _ in self.members], len(pooled), "text embeddings")
+        fused = self._fused([embed_text_arrays(model, pooled, beta, HEAD_BATCH, self.device)
+                             for model, beta, _, _ in self.members], len(pooled), "text embeddings")
+        return self._with_querybank(fused, image_side=False)
+
+    def _with_querybank(self, rows: np.ndarray, image_side: bool) -> np.ndarray:
+        """Unit rows with the querybank's bias folded in, as the evaluation folded them (as they are without
+        one): an image is normalised by the text bank, a text by the image bank."""
+        if not self.querybank:
+            return rows
+        from ccr.evaluate.querybank import fold_images, fold_texts, querybank_scale
+
+        beta = float(self.querybank["beta"])
+        bank = self.querybank_banks.get("texts" if image_side else "images")
+        scale = querybank_scale(0 if bank is None else len(bank), beta)
+        return (fold_images if image_side else fold_texts)(rows, bank, beta, scale)
 
     def _fused(self, outputs: list[np.ndarray], n: int, what: str) -> np.ndarray:
         """One student's unit rows, or an ensemble's fused rows (ccr.train.retriever.fuse_embeddings)."""
@@ -465,6 +510,7 @@ class Bundle:
         """What the bundle is, in a few fields (for logs, index folders and the search page)."""
         m = self.meta
         return {"path": str(self.path), "checksum": self.checksum, "embed_dim": self.dim,
+                "querybank": dict(self.querybank) if self.querybank else None,
                 "image_encoder": encoder_key(m["image_encoder"]["backend"], m["image_encoder"]["params"]),
                 "text_encoder": encoder_key(m["text_encoder"]["backend"], m["text_encoder"]["params"]),
                 "describer": m["describer"]["backend"] if m["describer"] else None,
