@@ -903,11 +903,11 @@ def bank_inputs(wildcards) -> dict:
 def gallery_inputs(wildcards) -> dict:
     """The model, and its text bank when the querybank normalises the gallery by one."""
     system, lang, seed = GALLERIES[wildcards.gkey]
+    inputs = model_inputs(system, lang, seed)
     banks = querybank_banks(system, lang, seed)
-    return {
-        **model_inputs(system, lang, seed),
-        **{k: v for k, v in banks.items() if k == "textbank"},
-    }
+    if "textbank" in banks:
+        inputs["textbank"] = banks["textbank"]
+    return inputs
 
 
 def ensemble_weights(plan: SimpleNamespace) -> dict:

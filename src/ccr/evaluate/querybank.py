@@ -47,9 +47,7 @@ from ccr.evaluate.run import (
     embed_in_batches,
     human_captions,
     read_embeddings,
-    read_image_embeddings,
     write_embeddings,
-    write_image_embeddings,
 )
 from ccr.params import QuerybankParams
 
@@ -178,45 +176,47 @@ def with_querybank(retriever: Any, inputs: Any, params: QuerybankParams | dict |
     if not p.enabled:
         return retriever
     texts = bank_caption_ids(inputs, p.texts, p.seed) if p.texts else []
-    text_vectors = None
-    if texts and text_bank is not None:
-        ids, text_vectors = read_embeddings(text_bank, "caption_id")
-        if ids != texts:
-            raise ValueError(f"{text_bank}: its texts are not the querybank's {len(texts)} training texts "
-                             f"(seed {p.seed}); rerun embed_text_bank")
-    vectors = None
-    images: list[str] = []
-    if p.images:
-        images = bank_image_ids(inputs, p.images, p.seed)
-        if image_bank is not None:
-            ids, vectors = read_image_embeddings(image_bank)
-            if ids != images:
-                raise ValueError(f"{image_bank}: its images are not the querybank's {len(images)} training images "
-                                 f"(seed {p.seed}); rerun embed_image_bank")
+    images = bank_image_ids(inputs, p.images, p.seed) if p.images else []
+    text_vectors = _read_bank(text_bank, "caption_id", texts, "texts", p.seed) if texts else None
+    vectors = _read_bank(image_bank, "image_id", images, "images", p.seed) if images else None
     return QuerybankNormalised(retriever, texts, images, p.beta, vectors, text_vectors)
+
+
+def _read_bank(path: str | Path | None, key: str, ids: list[str], kind: str, seed: int) -> np.ndarray | None:
+    """The vectors of a bank table written by :func:`embed_text_bank` / :func:`embed_image_bank` (None
+    without one), refused unless it holds exactly the bank's ``ids``."""
+    if path is None:
+        return None
+    got, vectors = read_embeddings(path, key)
+    if got != ids:
+        raise ValueError(f"{path}: its {kind} are not the querybank's {len(ids)} training {kind} (seed {seed}); "
+                         f"rerun embed_{kind[:-1]}_bank")
+    return vectors
 
 
 def embed_image_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict, out_path: str | Path,
                      fingerprint_: str | None = None) -> pa.Table:
     """The querybank's training images embedded once by ``retriever`` -> ``out_path`` (image_id, embedding)."""
-    p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
-    if not p.images:
-        raise ValueError("querybank param 'images' is 0: there is no image bank to embed")
-    ids = bank_image_ids(inputs, p.images, p.seed)
-    table = write_image_embeddings(retriever, ids, "querybank images", out_path, fingerprint_)
-    log.info("querybank: %d training images, dim %d -> %s", len(ids), table["embedding"].type.list_size, out_path)
-    return table
+    return _embed_bank(retriever.embed_images, bank_image_ids, "image_id", "images", IMAGE_BATCH, inputs, params,
+                       out_path, fingerprint_)
 
 
 def embed_text_bank(retriever: Any, inputs: Any, params: QuerybankParams | dict, out_path: str | Path,
                     fingerprint_: str | None = None) -> pa.Table:
     """The querybank's training texts embedded once by ``retriever`` -> ``out_path`` (caption_id, embedding):
     read by the gallery job (the images' bias) and carried by the search bundle (new images' bias)."""
+    return _embed_bank(retriever.embed_texts, bank_caption_ids, "caption_id", "texts", TEXT_BATCH, inputs, params,
+                       out_path, fingerprint_)
+
+
+def _embed_bank(embed: Any, draw: Any, key: str, kind: str, batch: int, inputs: Any,
+                params: QuerybankParams | dict, out_path: str | Path, fingerprint_: str | None) -> pa.Table:
+    """One bank (``kind``: texts or images): its ids drawn by ``draw``, embedded by ``embed``, written."""
     p = params if isinstance(params, QuerybankParams) else QuerybankParams.from_dict(params)
-    if not p.texts:
-        raise ValueError("querybank param 'texts' is 0: there is no text bank to embed")
-    ids = bank_caption_ids(inputs, p.texts, p.seed)
-    table = write_embeddings(retriever.embed_texts, ids, "caption_id", "querybank texts", out_path, TEXT_BATCH,
-                             fingerprint_)
-    log.info("querybank: %d training texts, dim %d -> %s", len(ids), table["embedding"].type.list_size, out_path)
+    size = getattr(p, kind)
+    if not size:
+        raise ValueError(f"querybank param '{kind}' is 0: there is no {kind[:-1]} bank to embed")
+    ids = draw(inputs, size, p.seed)
+    table = write_embeddings(embed, ids, key, f"querybank {kind}", out_path, batch, fingerprint_)
+    log.info("querybank: %d training %s, dim %d -> %s", len(ids), kind, table["embedding"].type.list_size, out_path)
     return table
