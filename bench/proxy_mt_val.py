@@ -94,6 +94,23 @@ def embed(table: pa.Table, params: dict, workers: int, dst: Path) -> pa.Table:
     return out
 
 
+def embed_tokens(table: pa.Table, params: dict, dst: Path) -> pa.Table:
+    """The word-token vectors of ``table``'s texts (``full``'s teacher reads them), as the workflow writes them."""
+    if dst.exists():
+        return pq.read_table(dst)
+    from ccr.features.concat import ConcatTextEncoder
+    from ccr.features.store import ragged_tokens
+
+    encoder = ConcatTextEncoder(**params)
+    texts = table["text"].to_pylist()
+    start = time.perf_counter()
+    tokens = encoder.encode_tokens(texts, langs=[PROXY] * len(texts))  # each distinct word once (WordVectors)
+    log.info("concat: word tokens of %d Croatian texts in %.0fs", len(texts), time.perf_counter() - start)
+    out = pa.table({"caption_id": table["caption_id"], "tokens": ragged_tokens(tokens, encoder.token_dim)})
+    pq.write_table(out, dst)
+    return out
+
+
 def combined(base: Path, extra: pa.Table, columns: list[str], dst: Path) -> Path:
     """``base``'s non-test rows (``columns``) with ``extra``'s rows appended -> ``dst``."""
     from ccr.io import FINGERPRINT_KEY
@@ -157,6 +174,11 @@ def main() -> None:
 
     proxy = translate(data / "captions.parquet", args.cache / f"mt-{PROXY}.parquet")
     proxy_features = embed(proxy, text_params, args.workers, args.cache / f"mt-{PROXY}.features.parquet")
+    feature_columns = ["caption_id", "pooled"]
+    if args.preset == "full":  # its teacher reads the translations' word tokens
+        tokens = embed_tokens(proxy, text_params, args.cache / f"mt-{PROXY}.tokens.parquet")
+        proxy_features = proxy_features.append_column("tokens", tokens["tokens"])
+        feature_columns.append("tokens")
     task1 = pc.match_substring(proxy["caption_id"], "#t1-")
     proxy_sets = {"all": (proxy, proxy_features), "task1": (proxy.filter(task1), proxy_features.filter(task1))}
 
@@ -165,7 +187,8 @@ def main() -> None:
     for name, (rows, vectors) in ((n, proxy_sets[n]) for n in args.proxy_rows):
         variants[f"en + fr + {PROXY} ({name})"] = (
             combined(translations, rows, mt_columns, args.cache / name / "translations.parquet"),
-            combined(mt_features, vectors, ["caption_id", "pooled"], args.cache / name / "features.parquet"))
+            combined(mt_features, vectors, feature_columns,
+                     args.cache / name / f"features{'-tokens' if 'tokens' in feature_columns else ''}.parquet"))
 
     results = []
     for name, (mt_rows, mt_path) in variants.items():
