@@ -158,7 +158,7 @@ def main() -> None:
              **linear["languages"]["cs"]["student"], "num_threads": 1}
     suffix = "" if args.preset == "linear" else f"-{args.preset}"
     out = args.out or REPO / "results" / "bench" / f"proxy_mt_val{suffix}.json"
-    text_params = {k: v for k, v in config["features"]["text"]["params"].items() if k != "batch_size"}
+    text_params = config["features"]["text"]["params"]  # the benchmark's concat encoder, as configured
 
     data = one("results/data/m30k-f8k-*/images.parquet").parent
     feats = one("results/features/m30k-f8k-*/texts/concat-*/captions.parquet").parent

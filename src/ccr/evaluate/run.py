@@ -69,16 +69,11 @@ def embed_gallery(retriever: Retriever, inputs: Any, out_path: str | os.PathLike
     image_ids = split_image_ids(inputs.images, split)
     if not image_ids:
         raise ValueError(f"{inputs.images}: no images with split == '{split}'")
-    table = write_image_embeddings(retriever, image_ids, f"{split} images", out_path, fingerprint_)
+    table = write_embeddings(retriever.embed_images, image_ids, "image_id", f"{split} images", out_path,
+                             IMAGE_BATCH, fingerprint_)
     log.info("gallery: %d %s images, dim %d -> %s", len(image_ids), split, table["embedding"].type.list_size,
              out_path)
     return table
-
-
-def write_image_embeddings(retriever: Retriever, image_ids: list[str], what: str, out_path: str | os.PathLike,
-                           fingerprint_: str | None = None) -> pa.Table:
-    """``image_ids`` embedded by ``retriever`` -> ``out_path`` (image_id, embedding), written atomically."""
-    return write_embeddings(retriever.embed_images, image_ids, "image_id", what, out_path, IMAGE_BATCH, fingerprint_)
 
 
 def write_embeddings(embed: Any, ids: list[str], key: str, what: str, out_path: str | os.PathLike, batch: int,
@@ -92,11 +87,6 @@ def write_embeddings(embed: Any, ids: list[str], key: str, what: str, out_path: 
     return table
 
 
-def read_image_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """The image ids and float32 embeddings of a table written by :func:`write_image_embeddings`."""
-    return read_embeddings(path, "image_id")
-
-
 def read_embeddings(path: str | os.PathLike, key: str) -> tuple[list[str], np.ndarray]:
     """The ``key`` column and float32 embeddings of a table written by :func:`write_embeddings`."""
     table = pq.read_table(path)
@@ -107,7 +97,7 @@ def read_embeddings(path: str | os.PathLike, key: str) -> tuple[list[str], np.nd
 
 def read_gallery(path: str | os.PathLike, image_ids: Sequence[str]) -> np.ndarray:
     """The gallery embeddings of ``image_ids`` (in that order) from :func:`embed_gallery`'s file."""
-    ids, emb = read_image_embeddings(path)
+    ids, emb = read_embeddings(path, "image_id")
     if ids != list(image_ids):
         raise ValueError(f"{path}: gallery images ({len(ids)}) are not the {len(image_ids)} images evaluated "
                          "(made from another images table?)")
