@@ -15,7 +15,8 @@ Scored on the 242 val images with the human val captions (cs, and fr / de / de-t
 student does elsewhere), no querybank, no centering: a lead for the workflow, not a benchmark row. The
 Croatian rows are translated and embedded here, with the workflow's own backends (``apertium`` with
 ``route: [eng-hbs_HR]``, the ``concat`` text encoder of the benchmark: USE has no Croatian, so its block is
-zero there as on a Czech query), into ``--cache``; a rerun only trains what is missing. Needs
+zero there as on a Czech query), into ``--cache``, each file written atomically (a crashed run leaves none
+half-written); a rerun only trains what is missing. Needs
 ``apt-get install apertium-hbs-eng`` and the benchmark's features (``make bench-m30k`` or its first stages).
 
     .venv/bin/python bench/proxy_mt_val.py [--seeds 0 1 2] [--workers 2]
@@ -53,6 +54,7 @@ def translate(captions: Path, dst: Path) -> pa.Table:
     """The Croatian MT of every train and val English caption, as rows of a translations table."""
     if dst.exists():
         return pq.read_table(dst)
+    from ccr.io import write_table_atomic
     from ccr.translate.apertium import ApertiumTranslator
 
     table = pq.read_table(captions, columns=["caption_id", "image_id", "lang", "text", "origin", "split"])
@@ -64,8 +66,7 @@ def translate(captions: Path, dst: Path) -> pa.Table:
     out = pa.table({"caption_id": [f"{c}#mt-{PROXY}" for c in ids], "image_id": en["image_id"],
                     "lang": [PROXY] * len(ids), "text": texts, "origin": ["mt"] * len(ids),
                     "split": en["split"], "source_id": ids})
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(out, dst)
+    write_table_atomic(out, dst)
     return out
 
 
@@ -80,6 +81,7 @@ def embed(table: pa.Table, params: dict, workers: int, dst: Path) -> pa.Table:
     if dst.exists():
         return pq.read_table(dst)
     from ccr.features.store import fixed_list
+    from ccr.io import write_table_atomic
 
     distinct = sorted(set(table["text"].to_pylist()))
     chunks = [distinct[w::workers] for w in range(workers)]
@@ -90,7 +92,7 @@ def embed(table: pa.Table, params: dict, workers: int, dst: Path) -> pa.Table:
     vectors = {t: v for chunk, part in zip(chunks, parts, strict=True) for t, v in zip(chunk, part, strict=True)}
     vec = np.stack([vectors[t] for t in table["text"].to_pylist()])
     out = pa.table({"caption_id": table["caption_id"], "pooled": fixed_list(vec)})
-    pq.write_table(out, dst)
+    write_table_atomic(out, dst)
     return out
 
 
@@ -100,6 +102,7 @@ def embed_tokens(table: pa.Table, params: dict, dst: Path) -> pa.Table:
         return pq.read_table(dst)
     from ccr.features.concat import ConcatTextEncoder
     from ccr.features.store import ragged_tokens
+    from ccr.io import write_table_atomic
 
     encoder = ConcatTextEncoder(**params)
     texts = table["text"].to_pylist()
@@ -107,13 +110,13 @@ def embed_tokens(table: pa.Table, params: dict, dst: Path) -> pa.Table:
     tokens = encoder.encode_tokens(texts, langs=[PROXY] * len(texts))  # each distinct word once (WordVectors)
     log.info("concat: word tokens of %d Croatian texts in %.0fs", len(texts), time.perf_counter() - start)
     out = pa.table({"caption_id": table["caption_id"], "tokens": ragged_tokens(tokens, encoder.token_dim)})
-    pq.write_table(out, dst)
+    write_table_atomic(out, dst)
     return out
 
 
 def combined(base: Path, extra: pa.Table, columns: list[str], dst: Path) -> Path:
     """``base``'s non-test rows (``columns``) with ``extra``'s rows appended -> ``dst``."""
-    from ccr.io import FINGERPRINT_KEY
+    from ccr.io import FINGERPRINT_KEY, write_table_atomic
 
     if dst.exists():
         return dst
@@ -126,8 +129,7 @@ def combined(base: Path, extra: pa.Table, columns: list[str], dst: Path) -> Path
     # the base's, so the file's digest stands for them (ccr.io.read_fingerprint)
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != FINGERPRINT_KEY}
     table = table.replace_schema_metadata(meta)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, dst)
+    write_table_atomic(table, dst)
     return dst
 
 

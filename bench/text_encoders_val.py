@@ -69,6 +69,7 @@ def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encode
         return dst
     from ccr.evaluate.metrics import l2_normalise
     from ccr.features.store import fixed_list, text_feature_schema
+    from ccr.io import write_table_atomic
 
     table = pq.read_table(src, columns=["caption_id", "pooled"])
     table = table.filter(pc.is_in(table["caption_id"], pa.array(sorted(keep_ids))))
@@ -76,10 +77,9 @@ def block_table(src: Path, dst: Path, columns: slice, keep_ids: set[str], encode
     vec = pooled.flatten().to_numpy().reshape(len(pooled), pooled.type.list_size)[:, columns]
     vec = l2_normalise(vec, str(src))  # a row the encoder lacks stays zero (USE on Czech)
     meta = {"backend": encoder, "derived_from": str(src.relative_to(REPO)), "columns": [columns.start, columns.stop]}
-    dst.parent.mkdir(parents=True, exist_ok=True)
     out = pa.table({"caption_id": table["caption_id"], "pooled": fixed_list(vec)},
                    schema=text_feature_schema(vec.shape[1], None, meta))
-    pq.write_table(out, dst)
+    write_table_atomic(out, dst)
     return dst
 
 
