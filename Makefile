@@ -6,8 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?= config/config.yaml
-# eng-spa + fr-es: the default en->fr route; spa-ita, eng-cat, fra-cat: the pivot-chain routes the tests run
-APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es apertium-spa-ita apertium-eng-cat apertium-fra-cat
+# eng-spa + fr-es: the default en->fr route; spa-ita, eng-cat, fra-cat: the pivot-chain routes the tests run;
+# hbs-eng: English -> Croatian, the Czech proxy MT of the M30K-F8K benchmark (config/m30k-f8k.yaml)
+APT_PACKAGES := apertium apertium-eng-spa apertium-fr-es apertium-spa-ita apertium-eng-cat apertium-fra-cat \
+	apertium-hbs-eng
 
 .PHONY: run test test-resolve setup apt lint ablation bench-m30k bench-m30k-val bench-features bench-scale clean
 
@@ -28,7 +30,7 @@ setup: $(VENV)/.installed apt
 # Debian packages for the offline MT backend; installed when we can (root or sudo), else we stop
 # with the exact command to run.
 apt:
-	@if command -v apertium >/dev/null && [ "$$(apertium -l 2>/dev/null | grep -cE '^ *(es-fr|eng-spa|spa-ita|eng-cat|fra-cat) *$$')" = 5 ]; then \
+	@if command -v apertium >/dev/null && [ "$$(apertium -l 2>/dev/null | grep -cE '^ *(es-fr|eng-spa|spa-ita|eng-cat|fra-cat|eng-hbs_HR) *$$')" = 6 ]; then \
 		echo "apertium: ok"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
@@ -82,6 +84,7 @@ bench-m30k-val: setup
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-seeds.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-querybank.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-centering.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile config/m30k-f8k-val-proxy.yaml
 
 bench-features: setup
 	$(BIN)/python bench/bench_features.py

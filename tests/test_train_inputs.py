@@ -192,3 +192,48 @@ def test_back_translated_paraphrases_are_extra_english_rows(data, tmp_path):
     extra = dict(zip(more.caption_ids[len(plain.caption_ids):], more.target_ids[len(plain.caption_ids):], strict=True))
     assert all(t == b.replace("#bt-fr", "#mt-fr") for b, t in extra.items())  # paired with the source's MT
     assert len(load_split(with_bt, "val").caption_ids) == len(load_split(data, "val").caption_ids)
+
+
+def test_proxy_mt_rows_follow_the_mt_rows(data, tmp_path):
+    """StudentParams.proxy_mt: every English caption's proxy translation is one more row after the MT's,
+    its target vector read from the proxy features; without the param the proxy tables are not read; a
+    caption without a proxy translation, or a proxy without MT, is an error naming the file."""
+    fr = pq.read_table(data.translations)
+    hr = fr.set_column(fr.schema.get_field_index("lang"), "lang", pa.array(["hr"] * fr.num_rows))
+    hr = hr.set_column(hr.schema.get_field_index("caption_id"), "caption_id",
+                       pa.array([c.replace("#mt-fr", "#mt-hr") for c in fr.column("caption_id").to_pylist()]))
+    pq.write_table(hr, tmp_path / "mt-hr.parquet")
+    feats = pq.read_table(data.translation_features)
+    hr_feats = feats.set_column(0, "caption_id", pa.array([c.replace("#mt-fr", "#mt-hr")
+                                                           for c in feats.column(0).to_pylist()]))
+    pooled = hr_feats.column("pooled").combine_chunks()
+    flipped = pa.FixedSizeListArray.from_arrays(pa.array(-pooled.flatten().to_numpy()), pooled.type.list_size)
+    hr_feats = hr_feats.set_column(hr_feats.schema.get_field_index("pooled"), "pooled", flipped)
+    pq.write_table(hr_feats.cast(feats.schema), tmp_path / "mt-hr-features.parquet")
+    proxy = dataclasses.replace(data, proxy_translations=tmp_path / "mt-hr.parquet",
+                                proxy_translation_features=tmp_path / "mt-hr-features.parquet")
+    for split in ("train", "val"):
+        plain, more = load_split(data, split), load_split(proxy, split, proxy_mt=True)
+        n = len(plain.caption_ids)
+        assert len(more.caption_ids) == 2 * n and more.caption_ids[n:] == plain.caption_ids
+        assert more.target_ids[:n] == plain.target_ids
+        assert more.target_ids[n:] == [t.replace("#mt-fr", "#mt-hr") for t in plain.target_ids]
+        assert (more.image_index[n:] == plain.image_index).all()
+        assert (more.t_pooled[n:] == -plain.t_pooled).all() and (more.t_pooled[:n] == plain.t_pooled).all()
+        assert len(load_split(proxy, split).caption_ids) == n  # the param, not the inputs, adds the rows
+    with_tokens = load_split(proxy, "train", proxy_mt=True, text_tokens=True)
+    assert len(with_tokens.t_tokens) == len(with_tokens.target_ids)
+
+    pq.write_table(hr.slice(1), tmp_path / "mt-hr-short.parquet")
+    short = dataclasses.replace(proxy, proxy_translations=tmp_path / "mt-hr-short.parquet")
+    with pytest.raises(ValueError, match=r"mt-hr-short.parquet: 1 \w+ English caption\(s\) have no proxy translation"):
+        for split in ("train", "val"):
+            load_split(short, split, proxy_mt=True)
+    with pytest.raises(ValueError, match="no MT into"):
+        load_split(proxy, "train", proxy_mt=True, use_mt=False)
+    with pytest.raises(ValueError, match="proxy_translations"):
+        load_split(data, "train", proxy_mt=True)
+    with pytest.raises(ParamError, match="proxy_mt"):
+        resolve_params({"proxy_mt": True, "use_mt": False})
+    assert "proxy_mt" not in resolve_params({}).to_dict()  # off: rule params and metadata as before it existed
+    assert resolve_params({"proxy_mt": True}).numeric_dict()["proxy_mt"] is True

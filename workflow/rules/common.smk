@@ -284,15 +284,48 @@ def trainset_of(lang: str) -> str:
     return f"{language_code(lang)}.{translation_key(lang)}"
 
 
+def proxy_spec(lang: str) -> dict | None:
+    """A query set's ``proxy``: MT into a related language, for students with ``proxy_mt: true``."""
+    return translate_spec(lang).get("proxy")
+
+
+def proxy_key(lang: str) -> str:
+    spec = proxy_spec(lang)
+    return backend_key(spec["backend"], spec["params"])
+
+
+def proxy_translations_path(lang: str) -> str:
+    return (
+        f"{DATA_DIR}/translations/{proxy_spec(lang)['code']}/{proxy_key(lang)}.parquet"
+    )
+
+
+# The proxy MT of every query set that has one, combined into one table (like train.text: all-mt's), or
+# None: its trainset-like name "multi.mt-<hash>" keys its text features and the students that read it.
+PROXY_PARTS = sorted(
+    {(proxy_spec(lang)["code"], proxy_key(lang)) for lang in LANGS if proxy_spec(lang)}
+)
+PROXY_SET = f"{MULTI}.mt-{stable_hash(PROXY_PARTS, 8)}" if PROXY_PARTS else None
+
 # (code, translation key) -> the languages entry that makes it (query sets of one code share it), less
-# what only picks the queries: query sets that share an MT give its job the same params
-QUERY_ONLY = ("code", "query_pattern")
+# what only picks the queries (and the proxy, a translation of its own): query sets that share an MT
+# give its job the same params
+QUERY_ONLY = ("code", "query_pattern", "proxy")
 TRANSLATIONS = {
     (language_code(lang), translation_key(lang)): {
         k: v for k, v in translate_spec(lang).items() if k not in QUERY_ONLY
     }
     for lang in LANGS
 }
+TRANSLATIONS.update(
+    {
+        (proxy_spec(lang)["code"], proxy_key(lang)): {
+            k: v for k, v in proxy_spec(lang).items() if k != "code"
+        }
+        for lang in LANGS
+        if proxy_spec(lang)
+    }
+)
 
 
 def ensemble_of(system: str, lang: str) -> list[tuple[dict, float]]:
@@ -372,6 +405,21 @@ def student_plan(
     hashes the effective params and every upstream key the training reads.
     """
     params = dict(system_spec(system, lang, member).student)
+    where = f"config systems.{system}" + (f" (query set {lang})" if lang else "")
+    if params.get("proxy_mt"):
+        if PROXY_SET is None:
+            raise ValueError(
+                f"{where}: student param proxy_mt is true but no query set has a proxy (languages.<set>.proxy)"
+            )
+        if trainset == NO_MT:
+            raise ValueError(
+                f"{where}: student param proxy_mt needs MT to add the proxy MT to; this student trains without "
+                "(no MT for its query set: train.text all-mt trains every query set on the MT)"
+            )
+        if BACKTRANSLATE:
+            raise ValueError(
+                f"{where}: student param proxy_mt and train.backtranslate are not combined; use one of them"
+            )
     if trainset == NO_MT or not resolve_student_params(params).use_mt:
         trainset = NO_MT
         params.update(use_mt=False, use_teacher=False)
@@ -384,11 +432,14 @@ def student_plan(
     upstream = [IMAGE_KEY, TEXT_KEY, DESC_KEY if resolved.use_slots else None]
     if BACKTRANSLATE:
         upstream.append("backtranslate")
+    if resolved.proxy_mt:
+        upstream.append(PROXY_SET)
     return SimpleNamespace(
         params=canonical(resolved.to_dict()),
         trainset=trainset,
         key=stable_hash([resolved.numeric_dict(), teacher, trainset, upstream]),
         use_slots=resolved.use_slots,
+        proxy=resolved.proxy_mt,
     )
 
 
@@ -766,8 +817,8 @@ def mt_quality_reference(wildcards) -> str:
 # ---- input functions ---------------------------------------------------------------------------
 
 
-def data_inputs(trainset: str, descriptions: bool = True) -> dict:
-    """Everything ccr.train.TrainInputs points at, for one training set."""
+def data_inputs(trainset: str, descriptions: bool = True, proxy: bool = False) -> dict:
+    """Everything ccr.train.TrainInputs points at, for one training set (and the proxy MT)."""
     inputs = {
         "images": f"{DATA_DIR}/images.parquet",
         "captions": f"{DATA_DIR}/captions.parquet",
@@ -786,11 +837,20 @@ def data_inputs(trainset: str, descriptions: bool = True) -> dict:
                 f"{DATA_DIR}/backtranslations/{code}/{trkey}.parquet"
             )
             inputs["backtranslation_features"] = text_features_path(f"bt-{trainset}")
+    if proxy:
+        code, trkey = PROXY_SET.split(".", 1)
+        inputs["proxy_translations"] = f"{DATA_DIR}/translations/{code}/{trkey}.parquet"
+        inputs["proxy_translation_features"] = text_features_path(f"mt-{PROXY_SET}")
     return inputs
 
 
 def combined_translations(wildcards) -> list[str]:
-    """The MT tables of every language, combined into the training text of ``train.text: all-mt``."""
+    """The MT tables of every language, combined into the training text of ``train.text: all-mt``; or
+    the proxy MT of every query set that has one (PROXY_SET)."""
+    if PROXY_SET is not None and wildcards.trkey == PROXY_SET.split(".", 1)[1]:
+        return sorted(
+            {proxy_translations_path(lang) for lang in LANGS if proxy_spec(lang)}
+        )
     return sorted({translations_path(lang) for lang in mt_languages()})
 
 
@@ -857,7 +917,9 @@ def student_system(wildcards) -> tuple[str, str, dict]:
 def student_inputs(wildcards) -> dict:
     system, lang, member = student_system(wildcards)
     plan = student_plan(system, wildcards.trainset, lang, member)
-    inputs = data_inputs(wildcards.trainset, descriptions=plan.use_slots)
+    inputs = data_inputs(
+        wildcards.trainset, descriptions=plan.use_slots, proxy=plan.proxy
+    )
     if uses_teacher(system, wildcards.trainset, lang, member):
         inputs["teacher"] = (
             f"{teacher_dir(system, wildcards.trainset, wildcards.seed)}/teacher.pt"

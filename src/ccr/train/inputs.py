@@ -44,6 +44,8 @@ class TrainInputs:
     lang: str                          # target language
     backtranslations: Path | None = None          # English paraphrases: the MT translated back (origin mt,
     backtranslation_features: Path | None = None  # lang en, source_id = the English caption); optional
+    proxy_translations: Path | None = None        # MT into related languages (Croatian for Czech), read with
+    proxy_translation_features: Path | None = None  # StudentParams.proxy_mt only; optional
 
     @classmethod
     def from_mapping(cls, mapping: Any, lang: str) -> TrainInputs:
@@ -63,7 +65,9 @@ class TrainInputs:
                    caption_features=get("caption_features"), translation_features=get("translation_features"),
                    description_features=get("description_features"), lang=lang,
                    backtranslations=get("backtranslations"),
-                   backtranslation_features=get("backtranslation_features"))
+                   backtranslation_features=get("backtranslation_features"),
+                   proxy_translations=get("proxy_translations"),
+                   proxy_translation_features=get("proxy_translation_features"))
 
     def fingerprints(self, *names: str) -> dict[str, str]:
         """name -> fingerprint of the given input fields that are set (see :func:`ccr.io.read_fingerprint`)."""
@@ -283,6 +287,28 @@ def read_translations(path: Path | str, lang: str, split: str) -> pa.Table:
     return table
 
 
+def _proxy_pairs(inputs: TrainInputs, split: str, cap_ids: list[str],
+                 cap_imgs: list[str]) -> list[tuple[str, str, str]]:
+    """(English caption, image, proxy translation) rows: every translation of each English caption of
+    ``split`` in ``inputs.proxy_translations``; a caption without one is an error naming the file."""
+    if inputs.proxy_translations is None or inputs.proxy_translation_features is None:
+        raise ValueError("param 'proxy_mt' is true but TrainInputs.proxy_translations / proxy_translation_features "
+                         "is None (configure a proxy: languages.<query set>.proxy)")
+    path = Path(inputs.proxy_translations)
+    if not path.exists():
+        raise FileNotFoundError(f"proxy translations table not found: {path} (TrainInputs.proxy_translations)")
+    proxy = read_translations(path, MULTI, split)
+    targets_of: dict[str, list[str]] = {}
+    for source, cid in zip(proxy.column("source_id").to_pylist(), proxy.column("caption_id").to_pylist(), strict=True):
+        targets_of.setdefault(source, []).append(cid)
+    english = dict.fromkeys(zip(cap_ids, cap_imgs, strict=True))  # each caption once, in order
+    lacking = [c for c, _ in english if c not in targets_of]
+    if lacking:
+        raise ValueError(f"{path}: {len(lacking)} {split} English caption(s) have no proxy translation "
+                         f"(field 'source_id'), e.g. {lacking[:3]}")
+    return [(c, img, t) for c, img in english for t in sorted(targets_of[c])]
+
+
 def read_split_images(path: Path | str, split: str) -> list[str]:
     _check_split(split)
     path = Path(path)
@@ -352,13 +378,15 @@ def load_descriptions(inputs: TrainInputs, image_ids: list[str], split: str | No
 
 def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tokens: bool = False,
                images: bool = True, image_tokens: bool = True, descriptions: bool = True,
-               max_text_tokens: int = 32, backtranslations: bool = True) -> SplitData:
+               max_text_tokens: int = 32, backtranslations: bool = True, proxy_mt: bool = False) -> SplitData:
     """Everything training needs from ``split`` ("train" or "val"), leakage-guarded.
 
     ``images=False`` (the text-only teacher) reads no image features (``img_pooled`` is then (m, 0)).
     With ``inputs.backtranslations`` (and ``backtranslations``), each back-translated English
     paraphrase is one more row: its English side is the paraphrase, its target side what its source
     caption's is (NRCCR's noisy English augmentation).
+    With ``proxy_mt``, each English caption's translations in ``inputs.proxy_translations`` (MT into a
+    language related to a query language that has none) are more rows after the MT's, as MT rows are.
     """
     _check_split(split)
     caps = read_english_captions(inputs.captions, split)
@@ -372,6 +400,7 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
         raise TableError(f"{inputs.captions}: field 'image_id' of {split} captions names images that are not "
                          f"{split} images in {inputs.images}, e.g. {stray[:3]}")
     has_mt = use_mt and inputs.has_translations()
+    n_mt = 0
     if has_mt:
         mt = read_translations(inputs.translations, inputs.lang, split)
         targets_of: dict[str, list[str]] = {}
@@ -383,7 +412,15 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
                              f"{inputs.lang} translation (field 'source_id'), e.g. {lacking[:3]}")
         # one row per (English caption, one of its translations): several with MT in several languages
         pairs = [(c, img, t) for c, img in zip(cap_ids, cap_imgs, strict=True) for t in sorted(targets_of[c])]
+        n_mt = len(pairs)  # rows whose target is the MT; the proxy MT's rows follow
+        if proxy_mt:
+            if backtranslations and inputs.backtranslations is not None:
+                raise ValueError("param 'proxy_mt' with back-translations: the two are not combined; use one of them")
+            pairs += _proxy_pairs(inputs, split, cap_ids, cap_imgs)
         cap_ids, cap_imgs, target_ids = (list(col) for col in zip(*pairs, strict=True))
+    elif proxy_mt:
+        raise ValueError(f"param 'proxy_mt' is true but there is no MT into '{inputs.lang}' to add the proxy MT "
+                         f"to ({inputs.translations or 'TrainInputs.translations is None'})")
     else:
         target_ids = list(cap_ids)
     n_human = len(cap_ids)
@@ -416,7 +453,13 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
     if has_mt:
         if inputs.translation_features is None:
             raise ValueError("TrainInputs.translation_features is None but the translations table is not empty")
-        t_pooled, t_tokens = text_rows(inputs.translation_features, target_ids, "translation features")
+        t_pooled, t_tokens = text_rows(inputs.translation_features, target_ids[:n_mt] if proxy_mt else target_ids,
+                                       "translation features")
+        if proxy_mt:
+            x_pooled, x_tokens = text_rows(inputs.proxy_translation_features, target_ids[n_mt:],
+                                           "proxy translation features")
+            t_pooled = np.concatenate([t_pooled, x_pooled])
+            t_tokens = None if t_tokens is None or x_tokens is None else t_tokens.concat(x_tokens)
     else:  # no MT: the target branch reads the English side (paraphrases included)
         t_pooled, t_tokens = s_pooled, s_tokens
     img_pooled, img_tokens = np.zeros((len(image_ids), 0), np.float32), None
@@ -434,6 +477,7 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
                      t_pooled=t_pooled, img_pooled=img_pooled, img_tokens=img_tokens, desc=desc,
                      desc_mask=desc_mask, s_tokens=s_tokens, t_tokens=t_tokens, has_mt=has_mt)
     log.info("%s data: %d English captions (%s), %d images, %s description views", split, len(cap_ids),
-             f"with {inputs.lang} MT" if has_mt else "no MT: target branch = English", len(image_ids),
+             (f"with {inputs.lang} MT" + (f", {len(target_ids) - n_mt} of them proxy MT" if proxy_mt else ""))
+             if has_mt else "no MT: target branch = English", len(image_ids),
              "no" if desc is None else desc.shape[1])
     return data

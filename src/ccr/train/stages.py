@@ -163,6 +163,8 @@ def student_inputs(p: StudentParams) -> tuple[str, ...]:
     names = ["images", "captions", "image_features", "caption_features"]
     if p.use_mt:
         names += ["translations", "translation_features"]
+    if p.proxy_mt:
+        names += ["proxy_translations", "proxy_translation_features"]
     if p.use_slots:
         names += ["descriptions", "description_features"]
     return (*names, "backtranslations", "backtranslation_features")  # fingerprinted only when given
@@ -192,7 +194,7 @@ def train_student(inputs: TrainInputs, params: dict[str, Any] | StudentParams | 
         if teacher is None:
             log.info("teacher in %s is trivial (%s): relational distillation off", teacher_dir, tmeta.get("reason"))
     kw = {"use_mt": p.use_mt, "text_tokens": teacher is not None, "image_tokens": True,
-          "descriptions": p.use_slots, "max_text_tokens": p.max_text_tokens}
+          "descriptions": p.use_slots, "max_text_tokens": p.max_text_tokens, "proxy_mt": p.proxy_mt}
     train, val = load_split(inputs, "train", **kw), load_split(inputs, "val", **kw)
     if not train.has_mt:
         log.info("student: target branch trained on English captions (%s)",

@@ -126,7 +126,9 @@ ISO3_TO_1 = {
 DEFAULT_PIVOTS = ("es", "ca", "fr", "pt", "it", "gl", "en", "eo")
 MAX_HOPS = 3
 _PLAIN_MODE = re.compile(r"^([a-z]{2,3})-([a-z]{2,3})$")
-_ANY_MODE = re.compile(r"^([a-z]{2,3})(?:_\w+)?-([a-z]{2,3})(?:_\w+)?(?:-[\w-]+)?$")
+_ANY_MODE = re.compile(r"^([a-z]{2,3}(?:_\w+)?)-([a-z]{2,3}(?:_\w+)?)(?:-[\w-]+)?$")
+# Serbo-Croatian modes name the standard they write by suffix: eng-hbs_HR writes Croatian (Latin script)
+VARIANT_CODES = {"hbs_HR": "hr", "hbs_BS": "bs", "hbs_SR": "sr"}
 
 
 def lang_code(code: str) -> str:
@@ -136,9 +138,13 @@ def lang_code(code: str) -> str:
 
 
 def mode_langs(mode: str, plain_only: bool = False) -> tuple[str, str] | None:
-    """(src, tgt) of an Apertium mode name (``eng-spa`` -> (en, es)), or None if it is not a pair mode."""
+    """(src, tgt) of an Apertium mode name (``eng-spa`` -> (en, es), ``eng-hbs_HR`` -> (en, hr)), or None if it
+    is not a pair mode."""
     m = (_PLAIN_MODE if plain_only else _ANY_MODE).match(mode)
-    return (lang_code(m.group(1)), lang_code(m.group(2))) if m else None
+    if not m:
+        return None
+    src, tgt = (VARIANT_CODES.get(side, side.split("_", 1)[0]) for side in m.groups())
+    return lang_code(src), lang_code(tgt)
 
 
 def find_route(src: str, tgt: str, modes: Iterable[str], pivots: Sequence[str] = DEFAULT_PIVOTS,
