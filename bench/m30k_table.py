@@ -13,8 +13,8 @@ describer, side by side for zero-shot and full-one-student), and writes
 
 With ``--val``, also the val sweep of config/m30k-f8k-val.yaml (one seed, 242 images) that chose the
 settings, the three-seed val check of its first choice (config/m30k-f8k-val-seeds.yaml), the
-querybank normalisation's (config/m30k-f8k-val-querybank.yaml) and language centering's
-(config/m30k-f8k-val-centering.yaml).
+querybank normalisation's (config/m30k-f8k-val-querybank.yaml), language centering's
+(config/m30k-f8k-val-centering.yaml) and the Czech proxy MT's (config/m30k-f8k-val-proxy.yaml).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from ccr.report.tables import display_rows, fetch_arrow, format_mean_std, metric
 QUERY_SETS = ("fr", "de", "cs", "de-task2")
 # the benchmark's switches: (system, the same students without it), for their deltas on test
 SWITCHES = (
+    ("full", "full-no-proxy"),
+    ("linear-proxy", "linear"),
     ("full", "full-no-centering"),
     ("linear", "linear-no-centering"),
     ("full-no-centering", "full-no-fusion"),
@@ -47,6 +49,7 @@ VAL_CHECKS = (
     ("val-seeds", "Three seeds on val: the sweep's choice against its baseline, and leads"),
     ("val-querybank", "Querybank normalisation on val, three seeds"),
     ("val-centering", "Language centering on val, three seeds"),
+    ("val-proxy", "Czech proxy MT (Croatian) on val, three seeds"),
 )
 
 
@@ -159,7 +162,7 @@ def main() -> None:
     for system, without in SWITCHES:
         if {system, without} <= set(rows.column("system").to_pylist()):
             lines += margins(agg, system, without) + [""]
-    lines += ["## mR per seed (test)", "", to_markdown(*per_seed(rows, ["full", "full-no-centering", "linear"])), "",
+    lines += ["## mR per seed (test)", "", to_markdown(*per_seed(rows, ["full", "full-no-proxy", "full-no-centering", "linear"])), "",
               "## Recall@K", "", to_markdown(full_header, full_rows), ""]
     if args.val:
         val_report = newest(root, "val")
