@@ -287,26 +287,32 @@ def read_translations(path: Path | str, lang: str, split: str) -> pa.Table:
     return table
 
 
+def _translated_pairs(path: Path | str, lang: str, split: str, cap_ids: list[str], cap_imgs: list[str],
+                      what: str) -> list[tuple[str, str, str]]:
+    """(English caption, image, translation) rows: every translation in the MT table ``path`` (rows of
+    ``lang``, any language for ``multi``) of each English caption of ``split``; a caption without one is an
+    error naming the file and field."""
+    mt = read_translations(path, lang, split)
+    targets_of: dict[str, list[str]] = {}
+    for source, cid in zip(mt.column("source_id").to_pylist(), mt.column("caption_id").to_pylist(), strict=True):
+        targets_of.setdefault(source, []).append(cid)
+    lacking = [c for c in cap_ids if c not in targets_of]
+    if lacking:
+        raise ValueError(f"{path}: {len(lacking)} {split} English caption(s) have no {what} "
+                         f"(field 'source_id'), e.g. {lacking[:3]}")
+    return [(c, img, t) for c, img in zip(cap_ids, cap_imgs, strict=True) for t in sorted(targets_of[c])]
+
+
 def _proxy_pairs(inputs: TrainInputs, split: str, cap_ids: list[str],
                  cap_imgs: list[str]) -> list[tuple[str, str, str]]:
-    """(English caption, image, proxy translation) rows: every translation of each English caption of
-    ``split`` in ``inputs.proxy_translations``; a caption without one is an error naming the file."""
+    """The proxy MT's rows (:func:`_translated_pairs` of ``inputs.proxy_translations``)."""
     if inputs.proxy_translations is None or inputs.proxy_translation_features is None:
         raise ValueError("param 'proxy_mt' is true but TrainInputs.proxy_translations / proxy_translation_features "
                          "is None (configure a proxy: languages.<query set>.proxy)")
     path = Path(inputs.proxy_translations)
     if not path.exists():
         raise FileNotFoundError(f"proxy translations table not found: {path} (TrainInputs.proxy_translations)")
-    proxy = read_translations(path, MULTI, split)
-    targets_of: dict[str, list[str]] = {}
-    for source, cid in zip(proxy.column("source_id").to_pylist(), proxy.column("caption_id").to_pylist(), strict=True):
-        targets_of.setdefault(source, []).append(cid)
-    english = dict.fromkeys(zip(cap_ids, cap_imgs, strict=True))  # each caption once, in order
-    lacking = [c for c, _ in english if c not in targets_of]
-    if lacking:
-        raise ValueError(f"{path}: {len(lacking)} {split} English caption(s) have no proxy translation "
-                         f"(field 'source_id'), e.g. {lacking[:3]}")
-    return [(c, img, t) for c, img in english for t in sorted(targets_of[c])]
+    return _translated_pairs(path, MULTI, split, cap_ids, cap_imgs, "proxy translation")
 
 
 def read_split_images(path: Path | str, split: str) -> list[str]:
@@ -402,16 +408,9 @@ def load_split(inputs: TrainInputs, split: str, *, use_mt: bool = True, text_tok
     has_mt = use_mt and inputs.has_translations()
     n_mt = 0
     if has_mt:
-        mt = read_translations(inputs.translations, inputs.lang, split)
-        targets_of: dict[str, list[str]] = {}
-        for source, cid in zip(mt.column("source_id").to_pylist(), mt.column("caption_id").to_pylist(), strict=True):
-            targets_of.setdefault(source, []).append(cid)
-        lacking = [c for c in cap_ids if c not in targets_of]
-        if lacking:
-            raise ValueError(f"{inputs.translations}: {len(lacking)} {split} English caption(s) have no "
-                             f"{inputs.lang} translation (field 'source_id'), e.g. {lacking[:3]}")
         # one row per (English caption, one of its translations): several with MT in several languages
-        pairs = [(c, img, t) for c, img in zip(cap_ids, cap_imgs, strict=True) for t in sorted(targets_of[c])]
+        pairs = _translated_pairs(inputs.translations, inputs.lang, split, cap_ids, cap_imgs,
+                                  f"{inputs.lang} translation")
         n_mt = len(pairs)  # rows whose target is the MT; the proxy MT's rows follow
         if proxy_mt:
             if backtranslations and inputs.backtranslations is not None:
