@@ -38,13 +38,12 @@ def main(snakemake) -> None:
         if spec.get("centering")
         else None,
         weights=weights,
-        querybank=bundle_querybank(snakemake.input, spec.get("querybank")),
+        querybank=querybank_banks(snakemake.input, spec.get("querybank")),
     )
 
 
-def bundle_querybank(inputs, querybank: dict | None) -> dict | None:
-    """The bundle's querybank: beta and the banks its evaluation's querybank was embedded with (rules
-    embed_text_bank, embed_image_bank); None without one."""
+def querybank_banks(inputs, querybank: dict | None) -> dict | None:
+    """The banks its evaluation's querybank was embedded with (rules embed_text_bank, embed_image_bank)."""
     if not querybank:
         return None
     banks = {name: read_embeddings(inputs.get(f"{kind}bank"), key)[1] if inputs.get(f"{kind}bank") else None
